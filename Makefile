@@ -1,0 +1,36 @@
+# anfcodec developer tasks. Everything runs inside .venv (created by `make install`).
+PY      ?= python3
+VENV    ?= .venv
+BIN      = $(VENV)/bin
+DATA    ?= ../shared/data
+MINUTES ?= 60
+
+.PHONY: install demo test test-fast bench train export clean
+
+$(BIN)/anfcodec: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip >/dev/null
+	$(BIN)/pip install -e '.[dev]'
+	touch $@
+
+install: $(BIN)/anfcodec  ## create .venv and install anfcodec with its dev tools
+
+demo: install  ## encode, inspect and decode the shipped sample image
+	$(BIN)/anfcodec encode examples/sample.png -o examples/sample.anf --quality 3 -f
+	$(BIN)/anfcodec info examples/sample.anf
+	$(BIN)/anfcodec decode examples/sample.anf -o examples/sample-decoded.png -f
+
+test: install  ## the full test suite (Kodak tests skip when $(DATA)/kodak is absent)
+	$(BIN)/python -m pytest -q
+
+test-fast: install  ## everything but the Kodak sweep
+	$(BIN)/python -m pytest -q -m "not kodak"
+
+train: install  ## train or resume in the background-friendly way: nice, resumable, MINUTES budget
+	nice -n 10 $(BIN)/anfcodec train --data $(DATA)/train --minutes $(MINUTES)
+
+export: install  ## ship the best checkpoint of runs/anfic as weights/
+	$(BIN)/anfcodec export runs/anfic/best.pt
+
+clean:
+	rm -rf examples/sample.anf examples/sample-decoded.png .pytest_cache

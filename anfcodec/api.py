@@ -1,0 +1,115 @@
+"""The Python API: ``encode(image, quality) -> bytes`` and ``decode(bytes) -> image``.
+
+The path of one image through the codec:
+image I/O (imageio) -> model.compress (models/) -> range coding
+(entropy_coding) -> chunks (container), and back again for decode.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import container as fmt
+from . import entropy_coding as ec
+from .imageio import DEFAULT_MAX_PIXELS, from_rgb, open_image, pad_edge, to_rgb
+from .models.anfic import Symbols
+from .zoo import default_model_id, find_entry, load_model
+
+QUALITY_MIN, QUALITY_MAX = 1.0, 8.0
+
+
+class DecodeError(ValueError):
+    """The file is well-formed but its content does not decode consistently."""
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_quality(quality: float) -> float:
+    q = float(quality)
+    if not QUALITY_MIN <= q <= QUALITY_MAX:
+        raise ValueError(f"quality must be between {QUALITY_MIN:g} and {QUALITY_MAX:g}, got {quality}")
+    # The container stores quality in 1/256 steps; use exactly what the decoder will see.
+    return fmt.quantize_quality(q) / fmt.QUALITY_SCALE
+
+
+def _hyper_tables(model) -> ec.FactorizedTables:
+    cache = getattr(model, "_hyper_tables", None)
+    if cache is None:
+        eb = model.entropy_bottleneck
+        cache = ec.FactorizedTables(eb._quantized_cdf.cpu().numpy(), eb._cdf_length.cpu().numpy(),
+                                    eb._offset.cpu().numpy())
+        model._hyper_tables = cache
+    return cache
+
+
+def encode(image, quality: float = 3, model_id: str | None = None, device: str | None = None,
+           max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """Compress an image (path, bytes, PIL image or uint8 array) into .anf bytes."""
+    quality = check_quality(quality)
+    rgb, mode = to_rgb(open_image(image, max_pixels))
+    model = load_model(model_id or default_model_id(), device or default_device())
+    h, w = rgb.shape[:2]
+    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float().div(255).to(next(model.parameters()).device)
+    sym = model.compress(pad_edge(x, model.pad_multiple), quality)
+    header = fmt.Header(model.model_id, model.weights_hash, quality, w, h, mode, model.pad_multiple)
+    return fmt.pack(fmt.Container(header, symbols_to_chunks(model, sym)))
+
+
+def symbols_to_chunks(model, sym: Symbols) -> list[tuple[bytes, bytes]]:
+    scale_index = sym.scale_index.cpu().numpy()
+    scales = model.scale_values().cpu().numpy()[scale_index]
+    bound, stream = ec.encode_latent(sym.latent.cpu().numpy(), scales)
+    return [
+        (b"HLAT", _hyper_tables(model).encode(sym.hyper.cpu().numpy())),
+        (b"LATN", fmt.pack_latent(bound, ec.index_checksum(scale_index), stream)),
+    ]
+
+
+def decode(data: bytes, device: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decompress .anf bytes into a PIL image of the original size and mode."""
+    c = fmt.unpack(bytes(data))
+    hd = c.header
+    if hd.width * hd.height > max_pixels:
+        raise fmt.FormatError(f"file declares {hd.width}x{hd.height} pixels, above the limit of {max_pixels}")
+    find_entry(hd.model_id, hd.weights_hash)   # clear error before any model work
+    model = load_model(hd.model_id, device or default_device())
+    if hd.pad_multiple != model.pad_multiple:
+        raise fmt.FormatError(f"pad multiple {hd.pad_multiple} does not match model {hd.model_id}")
+    if hd.mode not in ("RGB", "L"):
+        raise fmt.FormatError(f"unsupported colour mode {hd.mode!r}")
+    sym = chunks_to_symbols(model, c)
+    x = model.decompress(sym, hd.quality)
+    rgb = (x[0, :, : hd.height, : hd.width] * 255).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+    return from_rgb(np.ascontiguousarray(rgb), hd.mode)
+
+
+def latent_shape(model, width: int, height: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """(hyperlatent shape, latent shape) for an image, both (C, H, W)."""
+    m, f = model.pad_multiple, model.config.block
+    ph, pw = -(-height // m) * m, -(-width // m) * m
+    return (model.config.hyper_N, ph // (4 * f), pw // (4 * f)), (model.config.M, ph // f, pw // f)
+
+
+def chunks_to_symbols(model, c: fmt.Container) -> Symbols:
+    device = next(model.parameters()).device
+    hshape, yshape = latent_shape(model, c.header.width, c.header.height)
+    try:
+        h_sym = _hyper_tables(model).decode(c.chunk(b"HLAT"), hshape)
+    except (ec.EntropyCodingError, ValueError, RuntimeError) as e:
+        raise DecodeError(f"HLAT: {e}") from None
+    scale_index, _ = model.hyper_decode(torch.from_numpy(h_sym).to(device))
+    scale_index = scale_index[0].cpu().numpy()
+    bound, crc, stream = fmt.unpack_latent(c.chunk(b"LATN"))
+    if ec.index_checksum(scale_index) != crc:
+        raise DecodeError("decoder/encoder mismatch: the rebuilt entropy parameters differ from the encoder's "
+                          "(file written by different weights or a non-deterministic platform)")
+    scales = model.scale_values().cpu().numpy()[scale_index]
+    try:
+        y_sym = ec.decode_latent(stream, bound, scales)
+    except (ec.EntropyCodingError, ValueError, RuntimeError) as e:
+        raise DecodeError(f"LATN: {e}") from None
+    return Symbols(torch.from_numpy(h_sym).to(device), torch.from_numpy(y_sym).to(device),
+                   torch.from_numpy(scale_index).to(device))

@@ -1,0 +1,181 @@
+"""The ``anfcodec`` command line: a thin Click layer over the Python API.
+
+Exit codes: 0 success, 1 bad or corrupt input (one-line message, no
+traceback; set ANFCODEC_DEBUG=1 for one), 2 usage error.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+
+EXIT_BAD_INPUT = 1
+
+
+class InputError(click.ClickException):
+    exit_code = EXIT_BAD_INPUT
+
+
+def _fail(e: Exception):
+    if os.environ.get("ANFCODEC_DEBUG"):
+        raise e
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    raise InputError(msg) from None
+
+
+def _read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _check_output(inp: str, out: str, force: bool) -> None:
+    if out == "-":
+        return
+    if inp != "-" and Path(inp).resolve() == Path(out).resolve():
+        raise click.UsageError("output would overwrite the input; choose another output path")
+    if Path(out).exists() and not force:
+        raise InputError(f"{out} exists; use -f to overwrite it")
+    if not Path(out).resolve().parent.is_dir():
+        raise InputError(f"output folder {Path(out).parent} does not exist")
+
+
+def _write_output(out: str, data: bytes) -> None:
+    from .imageio import atomic_write
+    if out == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        atomic_write(Path(out), data)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="anfcodec")
+def main():
+    """anfcodec: learned image compression with augmented normalizing flows.
+
+    \b
+    Typical use:
+      anfcodec encode photo.png -o photo.anf --quality 4
+      anfcodec decode photo.anf -o photo-decoded.png
+      anfcodec info photo.anf
+
+    Quality runs from 1 (smallest files) to 8 (best fidelity) and may be
+    fractional, e.g. 4.5. Use "-" as a path to read stdin or write stdout.
+    """
+
+
+@main.command()
+@click.argument("input", metavar="IN")
+@click.option("-o", "--output", required=True, metavar="OUT", help="The .anf file to write ('-' for stdout).")
+@click.option("-q", "--quality", type=click.FloatRange(1, 8), default=3, show_default=True,
+              help="1 = smallest file, 8 = highest fidelity; fractions allowed.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
+              help="Where the model runs [default: cuda if available, else cpu].")
+@click.option("--model", "model_id", default=None, help="Model id from weights/manifest.json [default: the shipped default].")
+@click.option("--max-pixels", type=click.IntRange(1), default=None, help="Refuse larger inputs [default: 268 MP].")
+@click.option("-f", "--force", is_flag=True, help="Overwrite OUT if it exists.")
+def encode(input, output, quality, device, model_id, max_pixels, force):
+    """Compress the image IN (PNG, JPEG, TIFF, ...) into an .anf file."""
+    _check_output(input, output, force)
+    from .imageio import DEFAULT_MAX_PIXELS
+    from . import api
+    raw = _read_input(input)
+    try:
+        data = api.encode(raw, quality=quality, model_id=model_id, device=device,
+                          max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+    except Exception as e:  # bad input must end in one line and exit 1, never a traceback
+        _fail(e)
+    _write_output(output, data)
+
+
+@main.command()
+@click.argument("input", metavar="IN")
+@click.option("-o", "--output", required=True, metavar="OUT",
+              help="Image to write; format from the extension (.png, .ppm, .bmp, .tif); '-' writes PNG to stdout.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
+              help="Where the model runs [default: cuda if available, else cpu].")
+@click.option("--max-pixels", type=click.IntRange(1), default=None,
+              help="Refuse files that declare more pixels [default: 268 MP].")
+@click.option("-f", "--force", is_flag=True, help="Overwrite OUT if it exists.")
+def decode(input, output, device, max_pixels, force):
+    """Decompress the .anf file IN into an image."""
+    _check_output(input, output, force)
+    from .imageio import DEFAULT_MAX_PIXELS, ImageError, format_for, image_bytes
+    try:
+        fmt_name = "PNG" if output == "-" else format_for(Path(output))
+    except ImageError as e:
+        raise click.UsageError(str(e)) from None
+    from . import api
+    raw = _read_input(input)
+    try:
+        img = api.decode(raw, device=device, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+    except Exception as e:  # hostile input must end in one line and exit 1, never a traceback
+        _fail(e)
+    _write_output(output, image_bytes(img, fmt_name))
+
+
+@main.command()
+@click.argument("input", metavar="IN")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def info(input, as_json):
+    """Show the header and chunk sizes of an .anf file (does not need PyTorch)."""
+    from .container import FormatError, describe
+    try:
+        d = describe(_read_input(input))
+    except FormatError as e:
+        _fail(e)
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+        return
+    click.echo(f"{input}: anfcodec format v{d['format_version']}, {d['file_bytes']} bytes, {d['bpp']:.4f} bpp")
+    click.echo(f"  model     {d['model_id']} (weights {d['weights_hash']})")
+    click.echo(f"  image     {d['width']}x{d['height']} {d['mode']}, padded to a multiple of {d['pad_multiple']}")
+    click.echo(f"  quality   {d['quality']:g}")
+    for ch in d["chunks"]:
+        click.echo(f"  chunk     {ch['type']} {ch['bytes']} bytes")
+
+
+@main.command()
+@click.option("--run-dir", type=click.Path(path_type=Path), default=Path("runs/anfic"), show_default=True,
+              help="Checkpoints and logs; an existing run here is resumed.")
+@click.option("--data", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="Folder of training photographs [default: ../shared/data/train or $ANFCODEC_DATA/train].")
+@click.option("--minutes", type=float, default=60, show_default=True, help="Wall-clock budget of this invocation.")
+@click.option("--batch", type=int, default=8, show_default=True)
+@click.option("--crop", type=int, default=128, show_default=True)
+@click.option("--lr", type=float, default=5e-4, show_default=True)
+@click.option("--bf16/--no-bf16", default=True, show_default=True, help="bfloat16 autocast for the transforms.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def train(run_dir, data, minutes, batch, crop, lr, bf16, seed):
+    """Train (or resume training) the model on a folder of photographs."""
+    from .training.train import TrainOptions, train as run
+    opts = TrainOptions(run_dir=run_dir, minutes=minutes, batch=batch, crop=crop, lr=lr, bf16=bf16, seed=seed)
+    if data is not None:
+        opts.data = data
+    best = run(opts)
+    click.echo(f"best checkpoint: {best}")
+
+
+@main.command("export")
+@click.argument("checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--model-id", default="anfic-n128-m192", show_default=True)
+@click.option("--weights-dir", type=click.Path(path_type=Path), default=None, help="[default: the package's weights/]")
+def export_cmd(checkpoint, model_id, weights_dir):
+    """Ship a training checkpoint as weights/<model-id>.pt and update the manifest."""
+    from .training.export import export
+    from .zoo import WEIGHTS_DIR
+    entry = export(checkpoint, weights_dir or WEIGHTS_DIR, model_id)
+    click.echo(f"exported {model_id}: sha256 {entry['sha256'][:16]}, {entry['training']['steps']} steps")
+
+
+if __name__ == "__main__":
+    main()

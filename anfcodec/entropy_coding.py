@@ -1,0 +1,164 @@
+"""Range coding of latent and hyperlatent symbols with constriction.
+
+Both streams are vectorized: the latent is one ``QuantizedGaussian`` call for
+the whole tensor (each symbol's scale is a snapped entry of the model's fixed
+scale table, so encoder and decoder build bit-identical tables from identical
+float64 inputs); the hyperlatent is one ``Categorical`` call per channel,
+from the integer CDF tables frozen in the weights.
+
+Escape path: values outside a model's alphabet are coded as the alphabet's
+edge (latent) or escape symbol (hyperlatent), followed by their exact value
+as two 16-bit uniform symbols in the same stream. Nothing is clipped, wrapped
+or refused, whatever the magnitude of an int32 symbol.
+"""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import constriction
+
+_model = constriction.stream.model
+_queue = constriction.stream.queue
+
+# Largest alphabet half-width for the latent model. Every symbol in the
+# alphabet gets at least 2^-24 probability, so a wider alphabet would waste
+# rate; larger values take the escape path instead.
+LATENT_BOUND_CAP = 1 << 14
+_UNIFORM16 = _model.Uniform(1 << 16)
+
+
+class EntropyCodingError(ValueError):
+    """A stream does not decode to what its container claims."""
+
+
+def _encode_u32(encoder, values: np.ndarray) -> None:
+    v = values.astype(np.uint32)
+    pairs = np.stack([v >> 16, v & 0xFFFF], axis=-1).reshape(-1).astype(np.int32)
+    if pairs.size:
+        encoder.encode(pairs, _UNIFORM16)
+
+
+def _decode_u32(decoder, count: int) -> np.ndarray:
+    if count == 0:
+        return np.zeros(0, dtype=np.uint32)
+    pairs = decoder.decode(_UNIFORM16, 2 * count).astype(np.uint32).reshape(-1, 2)
+    return (pairs[:, 0] << 16) | pairs[:, 1]
+
+
+def _zigzag(v: np.ndarray) -> np.ndarray:
+    v = v.astype(np.int64)
+    return np.where(v >= 0, 2 * v, -2 * v - 1).astype(np.uint32)
+
+
+def _unzigzag(u: np.ndarray) -> np.ndarray:
+    u = u.astype(np.int64)
+    return np.where(u % 2 == 0, u // 2, -(u + 1) // 2).astype(np.int32)
+
+
+def _to_bytes(words: np.ndarray) -> bytes:
+    return words.astype("<u4").tobytes()
+
+
+def _from_bytes(data: bytes) -> np.ndarray:
+    if len(data) % 4:
+        raise EntropyCodingError("range-coder payload is not a whole number of 32-bit words")
+    return np.frombuffer(data, dtype="<u4").astype(np.uint32)
+
+
+def _decoder(data: bytes):
+    return _queue.RangeDecoder(_from_bytes(data))
+
+
+# -- latents: Gaussian with snapped scales ---------------------------------------
+
+def index_checksum(scale_index: np.ndarray) -> int:
+    """CRC32 of the scale-table indices: lets the decoder prove it rebuilt the encoder's tables."""
+    return zlib.crc32(np.ascontiguousarray(scale_index, dtype=np.uint8).tobytes())
+
+
+def latent_bound(symbols: np.ndarray) -> int:
+    peak = int(np.abs(symbols.astype(np.int64)).max()) if symbols.size else 0
+    return max(1, min(peak, LATENT_BOUND_CAP))
+
+
+def encode_latent(symbols: np.ndarray, scales: np.ndarray) -> tuple[int, bytes]:
+    """Symbols (int) and per-symbol scales (float64), same shape -> (bound, payload)."""
+    sym = symbols.reshape(-1).astype(np.int64)
+    std = np.ascontiguousarray(scales.reshape(-1), dtype=np.float64)
+    bound = latent_bound(sym)
+    clipped = np.clip(sym, -bound, bound).astype(np.int32)
+    enc = _queue.RangeEncoder()
+    if sym.size:
+        enc.encode(clipped, _model.QuantizedGaussian(-bound, bound), np.zeros_like(std), std)
+    if bound == LATENT_BOUND_CAP:  # the alphabet's edge is the escape symbol
+        edge = np.abs(sym) >= bound
+        _encode_u32(enc, np.abs(sym[edge]) - bound)
+    return bound, _to_bytes(enc.get_compressed())
+
+
+def decode_latent(payload: bytes, bound: int, scales: np.ndarray) -> np.ndarray:
+    if not 1 <= bound <= LATENT_BOUND_CAP:
+        raise EntropyCodingError(f"latent bound {bound} out of range")
+    std = np.ascontiguousarray(scales.reshape(-1), dtype=np.float64)
+    dec = _decoder(payload)
+    sym = dec.decode(_model.QuantizedGaussian(-bound, bound), np.zeros_like(std), std).astype(np.int64)
+    edge = np.abs(sym) == bound
+    if bound == LATENT_BOUND_CAP and edge.any():
+        # Only a capped alphabet escapes; the extra magnitude follows in the stream.
+        extra = _decode_u32(dec, int(edge.sum())).astype(np.int64)
+        sym[edge] += np.sign(sym[edge]) * extra
+    if np.abs(sym).max(initial=0) > np.iinfo(np.int32).max:
+        raise EntropyCodingError("latent escape value out of int32 range")
+    return sym.astype(np.int32).reshape(scales.shape)
+
+
+# -- hyperlatents: per-channel factorized tables ------------------------------------
+
+class FactorizedTables:
+    """Per-channel pmfs from the EntropyBottleneck's frozen integer CDFs.
+
+    ``cdf[c, :length[c]]`` is CompressAI's 16-bit quantized CDF: symbols
+    ``offset[c] .. offset[c] + length[c] - 3`` and one escape bin.
+    """
+
+    def __init__(self, cdf: np.ndarray, length: np.ndarray, offset: np.ndarray):
+        self.offset = offset.astype(np.int64)
+        self.size = length.astype(np.int64) - 2   # regular symbols per channel
+        self.models = []
+        for c in range(cdf.shape[0]):
+            pmf = np.diff(cdf[c, : length[c]].astype(np.int64)).astype(np.float64)
+            self.models.append(_model.Categorical(pmf, perfect=False))
+
+    @property
+    def channels(self) -> int:
+        return len(self.models)
+
+    def encode(self, symbols: np.ndarray) -> bytes:
+        """int symbols [C, ...] (value domain) -> payload."""
+        if symbols.shape[0] != self.channels:
+            raise ValueError("hyperlatent channel count does not match the tables")
+        enc = _queue.RangeEncoder()
+        escaped = []
+        for c in range(self.channels):
+            idx = symbols[c].reshape(-1).astype(np.int64) - self.offset[c]
+            esc = (idx < 0) | (idx >= self.size[c])
+            idx[esc] = self.size[c]
+            enc.encode(idx.astype(np.int32), self.models[c])
+            escaped.append(symbols[c].reshape(-1)[esc])
+        _encode_u32(enc, _zigzag(np.concatenate(escaped)))
+        return _to_bytes(enc.get_compressed())
+
+    def decode(self, payload: bytes, shape: tuple[int, ...]) -> np.ndarray:
+        """payload -> int32 symbols of ``shape`` = (C, h, w)."""
+        if shape[0] != self.channels:
+            raise EntropyCodingError("hyperlatent channel count does not match the tables")
+        dec = _decoder(payload)
+        per_channel = int(np.prod(shape[1:]))
+        out = np.empty((self.channels, per_channel), dtype=np.int64)
+        for c in range(self.channels):
+            out[c] = dec.decode(self.models[c], per_channel)
+        esc = out >= self.size[:, None]
+        values = out + self.offset[:, None]
+        values[esc] = _unzigzag(_decode_u32(dec, int(esc.sum())))
+        return values.astype(np.int32).reshape(shape)

@@ -1,0 +1,232 @@
+"""ANFIC: two-step additive augmented normalizing flow with a hyperprior.
+
+Encoding (Ho et al. 2021, additive couplings)::
+
+    z1 = g_a1(x)          x1 = x  - g_s1(z1)
+    z2 = z1 + g_a2(x1)    h  = h_a(z2 * gain)
+    y  = z2 * gain        y_hat = round(y - mu(h_hat)) + mu(h_hat)
+    x2 = x1 - g_s2(y_hat / gain)                  (trained towards 0)
+
+Decoding sets x2 = 0 and runs the couplings backwards, then the
+quality-enhancement post-filter. Every step is invertible; only the rounding
+loses information.
+
+Variable rate: a continuous ``quality`` in [1, Q] selects a per-channel gain
+(the quantization step is 1/gain) and a rate-distortion lambda by
+log-linear interpolation between Q learned/anchored points, so one set of
+weights covers the whole range and rate control can bisect on quality.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from ..entropy_models import SCALE_MIN, EntropyBottleneck, GaussianConditional, scale_table, update_registered_buffers
+from ..layers import (BlockTransformAnalysis, BlockTransformSynthesis, HyperAnalysis, HyperSynthesis,
+                      PostFilter, analysis_branch, dct_atoms, synthesis_branch)
+
+# CompressAI's lambdas for its 8 MSE qualities (rate in bits/pixel, MSE on 0..255).
+DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
+
+
+@dataclass
+class ANFICConfig:
+    N: int = 128          # hidden width of the autoencoding transforms
+    M: int = 192          # latent channels
+    hyper_N: int = 128    # hyperlatent channels
+    qe_width: int = 32    # post-filter width
+    block: int = 16       # DCT warm-start block size (= total downsampling)
+    lambdas: tuple = field(default_factory=lambda: DEFAULT_LAMBDAS)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ANFICConfig":
+        d = dict(d)
+        d.pop("arch", None)
+        if "lambdas" in d:
+            d["lambdas"] = tuple(d["lambdas"])
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lambdas"] = list(self.lambdas)
+        d["arch"] = ANFIC.arch
+        return d
+
+
+@dataclass
+class Symbols:
+    """Everything the entropy coder writes for one image (batch of 1)."""
+    hyper: torch.Tensor          # int32 [C_h, h, w], EntropyBottleneck symbols
+    latent: torch.Tensor         # int32 [M, H, W], round(y - mu)
+    scale_index: torch.Tensor    # int32 [M, H, W], index into the scale table
+
+
+class ANFIC(nn.Module):
+    arch = "anfic"
+    pad_multiple = 64  # 1/16 latent, 1/64 hyperlatent
+
+    def __init__(self, config: ANFICConfig | None = None):
+        super().__init__()
+        cfg = config or ANFICConfig()
+        self.config = cfg
+        n, m, q = cfg.N, cfg.M, len(cfg.lambdas)
+        self.g_a1 = BlockTransformAnalysis(n, m, cfg.block)
+        self.g_s1 = BlockTransformSynthesis(n, m, cfg.block)
+        self.g_a2 = analysis_branch(3, n, m)
+        self.g_s2 = synthesis_branch(m, n, 3)
+        self.h_a = HyperAnalysis(m, cfg.hyper_N)
+        self.h_s = HyperSynthesis(cfg.hyper_N, m)
+        self.entropy_bottleneck = EntropyBottleneck(cfg.hyper_N)
+        self.gaussian_conditional = GaussianConditional(scale_table().float().tolist(), scale_bound=SCALE_MIN)
+        self.post_filter = PostFilter(cfg.qe_width, q)
+        self.register_buffer("log_lambdas", torch.log(torch.tensor(cfg.lambdas, dtype=torch.float32)))
+        self.log_gain = nn.Parameter(self._initial_log_gains(m, q, cfg.block))
+        self.autocast_dtype: torch.dtype | None = None  # bf16 for training on CPUs that have it
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ANFIC":
+        return cls(ANFICConfig.from_dict(config))
+
+    @staticmethod
+    def _initial_log_gains(m: int, q: int, block: int) -> torch.Tensor:
+        # JPEG-like start: step 40 (8-bit units) at quality 1 down to 8 at Q,
+        # coarser for high frequencies and chroma. x is in [0, 1], hence 255.
+        steps = torch.exp(torch.linspace(math.log(40.0), math.log(8.0), q))
+        weight = torch.tensor([(1 + (k + l) / 4) * (1.5 if plane else 1.0) for plane, k, l in dct_atoms(m, block)])
+        return torch.log(255.0 / (steps[:, None] * weight[None, :]))
+
+    # -- quality conditioning -------------------------------------------------
+    @property
+    def num_qualities(self) -> int:
+        return len(self.config.lambdas)
+
+    def _interp(self, table: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+        """Linear interpolation of table rows at continuous 1-based qualities."""
+        pos = (quality.float() - 1).clamp(0, self.num_qualities - 1)
+        lo = pos.floor().long().clamp(max=self.num_qualities - 2)
+        frac = (pos - lo.float()).view(-1, *([1] * (table.dim() - 1)))
+        return table[lo] * (1 - frac) + table[lo + 1] * frac
+
+    def gain(self, quality: torch.Tensor) -> torch.Tensor:
+        return torch.exp(self._interp(self.log_gain, quality))[:, :, None, None]
+
+    def lmbda(self, quality: torch.Tensor) -> torch.Tensor:
+        return torch.exp(self._interp(self.log_lambdas, quality))
+
+    # -- the flow ---------------------------------------------------------------
+    def _amp(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", dtype=self.autocast_dtype)
+
+    def _run(self, net: nn.Module, t: torch.Tensor) -> torch.Tensor:
+        with self._amp():
+            return net(t).float()
+
+    def flow_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """First coupling pair: x -> (x1, z2). ``x`` is centred ([-0.5, 0.5])."""
+        z1 = self._run(self.g_a1, x)
+        x1 = x - self._run(self.g_s1, z1)
+        z2 = z1 + self._run(self.g_a2, x1)
+        return x1, z2
+
+    def flow_inverse(self, z2: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:
+        """Invert both couplings from (z2, x2); x2 = None means the decoder's zero."""
+        x1 = self._run(self.g_s2, z2)
+        if x2 is not None:
+            x1 = x1 + x2
+        z1 = z2 - self._run(self.g_a2, x1)
+        return x1 + self._run(self.g_s1, z1)
+
+    def entropy_parameters(self, h_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, sigma) of the gained latent, in fp32."""
+        mu, log_sigma = self._run(self.h_s, h_hat).chunk(2, dim=1)
+        return mu, torch.exp(log_sigma.clamp(-4.0, 6.0))
+
+    def forward(self, x: torch.Tensor, quality: torch.Tensor) -> dict:
+        """Training pass. ``x`` in [0, 1], padded to ``pad_multiple``."""
+        x = x - 0.5
+        gain = self.gain(quality)
+        x1, z2 = self.flow_forward(x)
+        y = z2 * gain
+        h = self._run(self.h_a, y)
+        h_hat, h_lik = self.entropy_bottleneck(h)
+        mu, sigma = self.entropy_parameters(h_hat)
+        _, y_lik = self.gaussian_conditional(y, sigma, means=mu)
+        y_q = torch.round(y - mu) + mu
+        y_hat = y + (y_q - y).detach()  # straight-through rounding for the transforms
+        z2_hat = y_hat / gain
+        x1_hat = self._run(self.g_s2, z2_hat)
+        x2 = x1 - x1_hat
+        z1_hat = z2_hat - self._run(self.g_a2, x1_hat)
+        x_flow = x1_hat + self._run(self.g_s1, z1_hat)
+        x_hat = self._post(x_flow, quality) + 0.5
+        return {"x_hat": x_hat, "x2": x2, "likelihoods": {"y": y_lik, "h": h_lik}}
+
+    def _post(self, x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+        strength = self._interp(self.post_filter.strength, quality)
+        with self._amp():
+            return self.post_filter(x, strength).float()
+
+    # -- codec surface ------------------------------------------------------------
+    @torch.inference_mode()
+    def compress(self, x: torch.Tensor, quality: float) -> Symbols:
+        """Image [1, 3, H, W] in [0, 1] (padded) -> integer symbols."""
+        q = torch.tensor([quality], dtype=torch.float32, device=x.device)
+        _, z2 = self.flow_forward(x - 0.5)
+        y = z2 * self.gain(q)
+        h = self.h_a(y)
+        medians = self.entropy_bottleneck._get_medians()
+        h_sym = self.entropy_bottleneck.quantize(h, "symbols", medians)
+        scale_index, mu = self.hyper_decode(h_sym)
+        y_sym = torch.round(y - mu).int()
+        return Symbols(h_sym[0].int(), y_sym[0], scale_index[0])
+
+    @torch.inference_mode()
+    def hyper_decode(self, h_sym: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hyperlatent symbols -> (scale-table indices, latent means)."""
+        if h_sym.dim() == 3:
+            h_sym = h_sym[None]
+        medians = self.entropy_bottleneck._get_medians()
+        h_hat = self.entropy_bottleneck.dequantize(h_sym, medians)
+        mu, sigma = self.entropy_parameters(h_hat)
+        return self.scale_index(sigma), mu
+
+    def scale_index(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Snap each scale up to the next table entry (CompressAI's rule), by binary search."""
+        table = self.gaussian_conditional.scale_table.to(sigma.dtype)
+        return torch.searchsorted(table[:-1].contiguous(), sigma.contiguous(), right=False).int()
+
+    @torch.inference_mode()
+    def decompress(self, symbols: Symbols, quality: float) -> torch.Tensor:
+        """Integer symbols -> reconstruction [1, 3, H, W] in [0, 1] (padded size)."""
+        q = torch.tensor([quality], dtype=torch.float32, device=symbols.latent.device)
+        _, mu = self.hyper_decode(symbols.hyper)
+        y_hat = symbols.latent[None].float() + mu
+        x = self.flow_inverse(y_hat / self.gain(q))
+        return (self._post(x, q) + 0.5).clamp(0, 1)
+
+    def scale_values(self) -> torch.Tensor:
+        """The snapped Gaussian scales, float64, indexable by ``scale_index``."""
+        return self.gaussian_conditional.scale_table.double()
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        # The frozen entropy tables are empty until update_tables(); size them from the file.
+        names = ["_quantized_cdf", "_offset", "_cdf_length"]
+        for module, prefix, buffers in ((self.entropy_bottleneck, "entropy_bottleneck", names),
+                                        (self.gaussian_conditional, "gaussian_conditional", names + ["scale_table"])):
+            present = [b for b in buffers if f"{prefix}.{b}" in state_dict]
+            if present:
+                update_registered_buffers(module, prefix, present, state_dict, policy="resize")
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def aux_loss(self) -> torch.Tensor:
+        return self.entropy_bottleneck.loss()
+
+    def update_tables(self) -> None:
+        """Freeze the hyperlatent CDF tables; they ship inside the weights."""
+        self.entropy_bottleneck.update(force=True)
+        self.gaussian_conditional.update_scale_table(scale_table().float().tolist(), force=True)

@@ -1,0 +1,1 @@
+"""Training: data pipeline, the resumable training loop and weight export."""

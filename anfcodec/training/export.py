@@ -1,0 +1,55 @@
+"""Export a training checkpoint as shipped weights plus its manifest entry.
+
+Large tensors are stored in fp16 (the decoder loads them back to fp32, the
+same values on both sides); the frozen entropy tables stay integers.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..models import build_model
+from ..zoo import MANIFEST, sha256_file
+
+TRAIN_DATA_NOTE = "shared/data/train (70 photographs, hash-selected validation split held out)"
+
+
+def export(checkpoint: Path, weights_dir: Path, model_id: str, make_default: bool = True) -> dict:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = build_model(state["config"])
+    model.load_state_dict(state["model"])
+    model.update_tables()
+    sd = {k: (v.half() if v.is_floating_point() and v.numel() > 4096 else v) for k, v in model.state_dict().items()}
+    weights_dir = Path(weights_dir)
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    path = weights_dir / f"{model_id}.pt"
+    with tempfile.NamedTemporaryFile(dir=weights_dir, delete=False) as f:
+        torch.save(sd, f)
+    os.chmod(f.name, 0o644)
+    os.replace(f.name, path)
+    counters = state["counters"]
+    entry = {
+        "file": path.name,
+        "sha256": sha256_file(path),
+        "config": state["config"],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "training": {
+            "steps": counters["step"],
+            "cpu_hours": round(counters["cpu_seconds"] / 3600, 3),
+            "wall_hours": round(counters["wall_seconds"] / 3600, 3),
+            "best_validation_loss": counters["best_val"] if math.isfinite(counters.get("best_val", math.inf)) else None,
+            "data": TRAIN_DATA_NOTE,
+        },
+    }
+    mpath = weights_dir / MANIFEST
+    man = json.loads(mpath.read_text()) if mpath.exists() else {"format": 1, "models": {}}
+    man["models"][model_id] = entry
+    if make_default or "default" not in man:
+        man["default"] = model_id
+    mpath.write_text(json.dumps(man, indent=2) + "\n")
+    return entry

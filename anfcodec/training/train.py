@@ -1,0 +1,188 @@
+"""Resumable variable-rate training loop.
+
+One run lives in a folder (default ``runs/anfic``): ``last.pt`` is written
+every few minutes and on exit, ``best.pt`` whenever the validation RD loss
+improves, and ``log.jsonl`` holds one line per log interval. Starting the
+same command again resumes from ``last.pt``, including the data sampler's
+random state and the cumulative step and CPU-time counters.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..models import build_model
+from ..models.anfic import ANFICConfig
+from .data import CropSampler, DEFAULT_TRAIN_DIR, load_rgb, split, validation_crops
+from .loss import rd_loss
+
+VAL_QUALITIES = (1.0, 4.0, 8.0)
+
+
+@dataclass
+class TrainOptions:
+    run_dir: Path = Path("runs/anfic")
+    data: Path = DEFAULT_TRAIN_DIR
+    minutes: float = 60.0
+    batch: int = 8
+    crop: int = 128
+    lr: float = 5e-4
+    warmup: int = 200
+    bf16: bool = True
+    threads: int = 2
+    seed: int = 0
+    checkpoint_minutes: float = 5.0
+    val_minutes: float = 10.0
+    log_every: int = 50
+    init: Path | None = None   # start from these weights instead of the DCT warm start
+    config: dict | None = None
+
+
+def _cpu_bf16_supported() -> bool:
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.nn.functional.conv2d(torch.ones(1, 1, 4, 4), torch.ones(1, 1, 3, 3))
+        return True
+    except RuntimeError:
+        return False
+
+
+@torch.no_grad()
+def evaluate(model, crops: torch.Tensor) -> dict:
+    """Validation with real rounding (eval mode), per quality."""
+    model.eval()
+    saved, model.autocast_dtype = model.autocast_dtype, None
+    res = {}
+    for q in VAL_QUALITIES:
+        qt = torch.full((crops.shape[0],), q)
+        out = model(crops, qt)
+        out["x_hat"] = out["x_hat"].clamp(0, 1)
+        m = rd_loss(out, crops, model.lmbda(qt))
+        res[q] = {"bpp": m["bpp"].mean().item(), "psnr": m["psnr"].mean().item(), "loss": m["loss"].item()}
+    model.autocast_dtype = saved
+    model.train()
+    res["loss"] = sum(res[q]["loss"] for q in VAL_QUALITIES) / len(VAL_QUALITIES)
+    return res
+
+
+def _param_groups(model):
+    main = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+    return main, aux
+
+
+def train(opts: TrainOptions) -> Path:
+    torch.set_num_threads(opts.threads)
+    run = Path(opts.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    last, best = run / "last.pt", run / "best.pt"
+
+    train_files, val_files = split(opts.data)
+    if not train_files:
+        raise SystemExit(f"no training images in {opts.data}")
+    images = [load_rgb(p) for p in train_files]
+    val = validation_crops([load_rgb(p) for p in val_files]) if val_files else validation_crops(images[:2])
+
+    config = (opts.config or ANFICConfig().to_dict())
+    state = torch.load(last, map_location="cpu", weights_only=False) if last.exists() else None
+    if state is not None:
+        config = state["config"]
+    model = build_model(config)
+    if state is None and opts.init is not None:
+        from ..zoo import load_state_dict_file
+        model.load_state_dict(load_state_dict_file(opts.init), strict=False)
+    main_params, aux_params = _param_groups(model)
+    opt = torch.optim.Adam(main_params, lr=opts.lr)
+    aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
+    sampler = CropSampler(images, opts.crop, seed=opts.seed)
+    qgen = torch.Generator().manual_seed(opts.seed + 1)
+    counters = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "best_val": math.inf}
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        aux_opt.load_state_dict(state["aux_opt"])
+        sampler.load_state(state["sampler"])
+        qgen.set_state(state["qgen"])
+        counters.update(state["counters"])
+    if opts.bf16 and _cpu_bf16_supported():
+        model.autocast_dtype = torch.bfloat16
+    model.train()
+
+    def save(path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
+                    "sampler": sampler.state(), "qgen": qgen.get_state(), "counters": counters,
+                    "config": config}, tmp)
+        os.replace(tmp, path)
+
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("now", True))
+    logf = open(run / "log.jsonl", "a")
+    t_start, cpu_start = time.time(), time.process_time()
+    t_ckpt = t_val = t_start
+    wall0, cpu0 = counters["wall_seconds"], counters["cpu_seconds"]
+    acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "x2": 0.0, "n": 0}
+    bar = tqdm(desc="train", unit="step", initial=counters["step"], dynamic_ncols=True)
+    while not stop["now"] and time.time() - t_start < opts.minutes * 60:
+        step = counters["step"]
+        for g in opt.param_groups:
+            g["lr"] = opts.lr * min(1.0, (step + 1) / opts.warmup)
+        x = sampler.batch(opts.batch)
+        q = 1 + (model.num_qualities - 1) * torch.rand(opts.batch, generator=qgen)
+        out = model(x, q)
+        m = rd_loss(out, x, model.lmbda(q))
+        opt.zero_grad(set_to_none=True)
+        m["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(main_params, 1.0)
+        opt.step()
+        aux_opt.zero_grad(set_to_none=True)
+        model.aux_loss().backward()
+        aux_opt.step()
+
+        counters["step"] = step + 1
+        counters["wall_seconds"] = wall0 + time.time() - t_start
+        counters["cpu_seconds"] = cpu0 + time.process_time() - cpu_start
+        for k in ("bpp", "psnr", "x2"):
+            acc[k] += m[k].mean().item()
+        acc["loss"] += m["loss"].item()
+        acc["n"] += 1
+        bar.update(1)
+        if acc["n"] == opts.log_every:
+            row = {k: acc[k] / acc["n"] for k in ("loss", "bpp", "psnr", "x2")}
+            row.update(step=counters["step"], wall_h=counters["wall_seconds"] / 3600,
+                       cpu_h=counters["cpu_seconds"] / 3600)
+            logf.write(json.dumps(row) + "\n"); logf.flush()
+            bar.set_postfix(loss=f"{row['loss']:.3f}", bpp=f"{row['bpp']:.3f}", psnr=f"{row['psnr']:.2f}")
+            acc = {k: 0.0 for k in acc} | {"n": 0}
+        now = time.time()
+        if now - t_val > opts.val_minutes * 60:
+            t_val = now
+            _validate(model, val, counters, logf, save, best)
+        if now - t_ckpt > opts.checkpoint_minutes * 60:
+            t_ckpt = now
+            save(last)
+    _validate(model, val, counters, logf, save, best)
+    save(last)
+    bar.close()
+    logf.close()
+    return best
+
+
+def _validate(model, val, counters, logf, save, best: Path) -> None:
+    res = evaluate(model, val)
+    row = {"val": {str(q): res[q] for q in VAL_QUALITIES}, "val_loss": res["loss"], "step": counters["step"],
+           "cpu_h": counters["cpu_seconds"] / 3600}
+    logf.write(json.dumps(row) + "\n"); logf.flush()
+    tqdm.write("val step %d: %s" % (counters["step"], "  ".join(
+        f"q{q:g} {res[q]['bpp']:.3f}bpp {res[q]['psnr']:.2f}dB" for q in VAL_QUALITIES)))
+    if res["loss"] < counters["best_val"]:
+        counters["best_val"] = res["loss"]
+        save(best)

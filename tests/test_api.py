@@ -1,0 +1,48 @@
+"""Python API: encode/decode contract on small images the tests make."""
+import numpy as np
+import pytest
+
+import anfcodec
+from anfcodec import api
+from roundtrip import check_round_trip
+
+
+@pytest.mark.parametrize("quality", [1, 4, 8])
+def test_round_trip_contract(model, small_image, quality):
+    check_round_trip(model, small_image, quality)
+
+
+def test_rate_and_quality_rise_with_quality(model, sample_image):
+    res = [check_round_trip(model, sample_image, q) for q in (1, 4, 8)]
+    assert res[0]["bpp"] < res[1]["bpp"] < res[2]["bpp"]
+    assert res[0]["psnr"] < res[1]["psnr"] < res[2]["psnr"]
+
+
+def test_top_level_api(small_image):
+    data = anfcodec.encode(small_image, quality=3)
+    assert isinstance(data, bytes)
+    img = anfcodec.decode(data)
+    assert img.size == small_image.size and img.mode == "RGB"
+
+
+def test_grayscale_restored_as_grayscale(small_image):
+    img = anfcodec.decode(anfcodec.encode(small_image.convert("L"), quality=6))
+    assert img.mode == "L" and img.size == small_image.size
+
+
+def test_numpy_input_and_fractional_quality(small_image):
+    data = anfcodec.encode(np.asarray(small_image), quality=4.5)
+    assert abs(api.fmt.unpack(data).header.quality - 4.5) < 1e-9
+
+
+def test_quality_out_of_range():
+    with pytest.raises(ValueError, match="quality"):
+        api.check_quality(9)
+
+
+def test_tiny_image(model):
+    from PIL import Image
+    img = Image.new("RGB", (1, 1), (200, 10, 30))
+    out = anfcodec.decode(anfcodec.encode(img, quality=8))
+    assert out.size == (1, 1)
+    assert np.abs(np.asarray(out).astype(int) - [200, 10, 30]).max() < 40

@@ -1,0 +1,105 @@
+"""CLI behaviour a user relies on: exit codes, messages, no clobbering, stdin/stdout."""
+import json
+import sys
+
+import pytest
+
+from conftest import SAMPLE, run_cli
+
+
+@pytest.fixture(scope="module")
+def anf(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "sample.anf"
+    r = run_cli("encode", SAMPLE, "-o", out, "--quality", "3")
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_encode_decode_info(anf, tmp_path):
+    png = tmp_path / "rec.png"
+    r = run_cli("decode", anf, "-o", png)
+    assert r.returncode == 0, r.stderr
+    from PIL import Image
+    assert Image.open(png).size == Image.open(SAMPLE).size
+    r = run_cli("info", anf, "--json")
+    d = json.loads(r.stdout)
+    assert d["quality"] == 3 and d["file_bytes"] == anf.stat().st_size
+    r = run_cli("info", anf)
+    assert b"LATN" in r.stdout and b"HLAT" in r.stdout
+
+
+def test_stdin_stdout(anf):
+    r = run_cli("decode", "-", "-o", "-", stdin=anf.read_bytes())
+    assert r.returncode == 0 and r.stdout[:8] == b"\x89PNG\r\n\x1a\n"
+    r = run_cli("encode", "-", "-o", "-", "-q", "1", stdin=r.stdout)
+    assert r.returncode == 0 and r.stdout[:4] == b"\x89ANF"
+
+
+def test_no_clobber_without_force(anf, tmp_path):
+    out = tmp_path / "x.png"
+    out.write_bytes(b"precious")
+    r = run_cli("decode", anf, "-o", out)
+    assert r.returncode == 1 and b"exists" in r.stderr
+    assert out.read_bytes() == b"precious"
+    assert run_cli("decode", anf, "-o", out, "-f").returncode == 0
+    assert out.read_bytes() != b"precious"
+
+
+def test_refuses_to_overwrite_input(tmp_path):
+    src = tmp_path / "a.png"
+    src.write_bytes(SAMPLE.read_bytes())
+    r = run_cli("encode", src, "-o", src, "-f")
+    assert r.returncode == 2
+    assert src.read_bytes() == SAMPLE.read_bytes()
+
+
+@pytest.mark.parametrize("content", [b"", b"hello world", b"\x89ANF\r\n\x1a\n\x00\x01", b"\x89ANF\r\n\x1a\n\x00\x09"])
+def test_bad_anf_input_exit_1(tmp_path, content):
+    bad = tmp_path / "bad.anf"
+    bad.write_bytes(content)
+    for args in (("decode", bad, "-o", tmp_path / "o.png"), ("info", bad)):
+        r = run_cli(*args)
+        assert r.returncode == 1, r.stderr
+        assert b"Traceback" not in r.stderr and r.stderr.strip().count(b"\n") == 0
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_corrupted_and_truncated(anf, tmp_path):
+    data = anf.read_bytes()
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0xFF
+    for i, content in enumerate([bytes(flipped), data[: len(data) // 2], data[:-1]]):
+        bad = tmp_path / f"bad{i}.anf"
+        bad.write_bytes(content)
+        r = run_cli("decode", bad, "-o", tmp_path / f"o{i}.png")
+        assert r.returncode == 1 and b"Traceback" not in r.stderr, r.stderr
+        assert not (tmp_path / f"o{i}.png").exists()
+
+
+def test_non_image_input_to_encode(tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    r = run_cli("encode", bad, "-o", tmp_path / "o.anf")
+    assert r.returncode == 1 and b"image" in r.stderr and b"Traceback" not in r.stderr
+    assert not (tmp_path / "o.anf").exists()
+
+
+def test_usage_errors_exit_2(tmp_path):
+    assert run_cli("encode", SAMPLE).returncode == 2                      # missing -o
+    assert run_cli("encode", SAMPLE, "-o", tmp_path / "a.anf", "-q", "11").returncode == 2
+    assert run_cli("frobnicate").returncode == 2
+
+
+def test_missing_input_file(tmp_path):
+    r = run_cli("encode", tmp_path / "nope.png", "-o", tmp_path / "a.anf")
+    assert r.returncode == 1 and b"cannot read" in r.stderr
+
+
+def test_info_without_torch(anf):
+    # Block torch (and numpy) imports entirely: info must still work.
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['numpy'] = None; "
+            "from anfcodec.cli import main; main(['info', '--json', sys.argv[1]])")
+    import subprocess
+    r = subprocess.run([sys.executable, "-c", code, str(anf)], capture_output=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["chunks"]
