@@ -34,3 +34,6 @@ export: install  ## ship the best checkpoint of runs/anfic as weights/
 
 clean:
 	rm -rf examples/sample.anf examples/sample-decoded.png .pytest_cache
+
+bench: install  ## Kodak RD curves + BD-rates vs JPEG/WebP/AVIF/JPEG XL -> docs/bench/
+	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench $(BENCH_ARGS)

@@ -165,6 +165,25 @@ def train(run_dir, data, minutes, batch, crop, lr, bf16, seed):
     click.echo(f"best checkpoint: {best}")
 
 
+@main.command()
+@click.argument("folder", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--out", type=click.Path(path_type=Path), default=Path("docs/bench"), show_default=True,
+              help="Where bench.json, bench.md and rd.png go.")
+@click.option("--qualities", default="1,2,3,4,5,6,7,8", show_default=True, help="Comma-separated anfcodec qualities.")
+@click.option("--classical/--no-classical", default=True, show_default=True,
+              help="Also run JPEG, WebP, AVIF (Pillow) and JPEG XL (cjxl, if installed).")
+@click.option("--reuse-classical", is_flag=True, help="Take the classical curves from the previous OUT/bench.json.")
+@click.option("--anchors", type=click.Path(path_type=Path), default=Path("../shared/anchors/kodak_measured.json"),
+              show_default=True, help="Published/measured curves to cross-check against (skipped if absent).")
+def bench(folder, out, qualities, classical, reuse_classical, anchors):
+    """Measure RD curves, BD-rates and timings on a folder of PNG images."""
+    from .bench import markdown, run
+    qs = [float(q) for q in qualities.split(",") if q.strip()]
+    result = run(folder, out, qs, classical=classical, anchors=anchors, reuse_classical=reuse_classical)
+    click.echo(markdown(result))
+    click.echo(f"wrote {out}/bench.json, bench.md, rd.png")
+
+
 @main.command("export")
 @click.argument("checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--model-id", default="anfic-n128-m192", show_default=True)

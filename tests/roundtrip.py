@@ -7,11 +7,7 @@ import torch
 from anfcodec import api
 from anfcodec import container as fmt
 from anfcodec.imageio import pad_edge
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean()
-    return float(10 * np.log10(255**2 / max(mse, 1e-12)))
+from anfcodec.metrics import psnr
 
 
 def check_round_trip(model, img, quality: float) -> dict:

@@ -25,11 +25,18 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 from ..entropy_models import SCALE_MIN, EntropyBottleneck, GaussianConditional, scale_table, update_registered_buffers
+from ..exact import ACT_BITS, ExactSequential, to_grid
 from ..layers import (BlockTransformAnalysis, BlockTransformSynthesis, HyperAnalysis, HyperSynthesis,
                       PostFilter, analysis_branch, dct_atoms, synthesis_branch)
 
 # CompressAI's lambdas for its 8 MSE qualities (rate in bits/pixel, MSE on 0..255).
 DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
+LOG_SCALE_MIN, LOG_SCALE_MAX = -4.0, 6.0
+
+
+def log_scale_thresholds(table: torch.Tensor) -> torch.Tensor:
+    """floor(ln(scale) * 2^ACT_BITS) per table entry, int64: the decision points of scale_index."""
+    return torch.floor(torch.log(table.double()) * 2**ACT_BITS).long()
 
 
 @dataclass
@@ -84,7 +91,9 @@ class ANFIC(nn.Module):
         self.post_filter = PostFilter(cfg.qe_width, q)
         self.register_buffer("log_lambdas", torch.log(torch.tensor(cfg.lambdas, dtype=torch.float32)))
         self.log_gain = nn.Parameter(self._initial_log_gains(m, q, cfg.block))
+        self.register_buffer("log_scale_thresholds", log_scale_thresholds(scale_table()))
         self.autocast_dtype: torch.dtype | None = None  # bf16 for training on CPUs that have it
+        self._exact_h_s = None
 
     @classmethod
     def from_config(cls, config: dict) -> "ANFIC":
@@ -142,9 +151,21 @@ class ANFIC(nn.Module):
         return x1 + self._run(self.g_s1, z1)
 
     def entropy_parameters(self, h_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu, sigma) of the gained latent, in fp32."""
-        mu, log_sigma = self._run(self.h_s, h_hat).chunk(2, dim=1)
-        return mu, torch.exp(log_sigma.clamp(-4.0, 6.0))
+        """(mu, sigma) of the gained latent, fp32: float path in training, the exact path in eval."""
+        if self.training:
+            mu, log_sigma = self._run(self.h_s, h_hat).chunk(2, dim=1)
+            return mu, torch.exp(log_sigma.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX))
+        mu, log_sigma = self.exact_entropy_parameters(h_hat)
+        return mu, torch.exp(log_sigma.float() * 2.0**-ACT_BITS)
+
+    def exact_entropy_parameters(self, h_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu fp32, log-sigma as integers on the 2^-ACT_BITS grid), bit-identical on every platform."""
+        if self._exact_h_s is None:
+            self._exact_h_s = ExactSequential(self.h_s.net)
+        out = self._exact_h_s(to_grid(h_hat))
+        mu, log_sigma = out.chunk(2, dim=1)
+        log_sigma = log_sigma.clamp(LOG_SCALE_MIN * 2**ACT_BITS, LOG_SCALE_MAX * 2**ACT_BITS)
+        return (mu * 2.0**-ACT_BITS).float(), log_sigma
 
     def forward(self, x: torch.Tensor, quality: torch.Tensor) -> dict:
         """Training pass. ``x`` in [0, 1], padded to ``pad_multiple``."""
@@ -192,13 +213,17 @@ class ANFIC(nn.Module):
             h_sym = h_sym[None]
         medians = self.entropy_bottleneck._get_medians()
         h_hat = self.entropy_bottleneck.dequantize(h_sym, medians)
-        mu, sigma = self.entropy_parameters(h_hat)
-        return self.scale_index(sigma), mu
+        mu, log_sigma = self.exact_entropy_parameters(h_hat)
+        return self.scale_index(log_sigma), mu
 
-    def scale_index(self, sigma: torch.Tensor) -> torch.Tensor:
-        """Snap each scale up to the next table entry (CompressAI's rule), by binary search."""
-        table = self.gaussian_conditional.scale_table.to(sigma.dtype)
-        return torch.searchsorted(table[:-1].contiguous(), sigma.contiguous(), right=False).int()
+    def scale_index(self, log_sigma: torch.Tensor) -> torch.Tensor:
+        """Snap each (integer, fixed-point) log-scale up to the next table entry: integer comparisons only."""
+        thresholds = self.log_scale_thresholds.to(log_sigma.device, torch.float64)
+        return torch.searchsorted(thresholds[:-1].contiguous(), log_sigma.contiguous(), right=False).int()
+
+    def train(self, mode: bool = True):
+        self._exact_h_s = None  # weights may change; rebuild the fixed-point copy when next needed
+        return super().train(mode)
 
     @torch.inference_mode()
     def decompress(self, symbols: Symbols, quality: float) -> torch.Tensor:
@@ -221,6 +246,11 @@ class ANFIC(nn.Module):
             present = [b for b in buffers if f"{prefix}.{b}" in state_dict]
             if present:
                 update_registered_buffers(module, prefix, present, state_dict, policy="resize")
+        if "log_scale_thresholds" not in state_dict:  # checkpoints from before the exact path
+            table = state_dict.get("gaussian_conditional.scale_table", self.gaussian_conditional.scale_table)
+            state_dict = {**state_dict, "log_scale_thresholds": log_scale_thresholds(table)}
+        self.log_scale_thresholds = torch.empty_like(state_dict["log_scale_thresholds"])
+        self._exact_h_s = None
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def aux_loss(self) -> torch.Tensor:
@@ -230,3 +260,5 @@ class ANFIC(nn.Module):
         """Freeze the hyperlatent CDF tables; they ship inside the weights."""
         self.entropy_bottleneck.update(force=True)
         self.gaussian_conditional.update_scale_table(scale_table().float().tolist(), force=True)
+        self.log_scale_thresholds = log_scale_thresholds(scale_table())
+        self._exact_h_s = None

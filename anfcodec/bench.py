@@ -1,0 +1,182 @@
+"""``anfcodec bench``: RD curves of anfcodec and classical codecs on a folder of images.
+
+anfcodec is measured through the real CLI commands (in-process, Click's
+runner): bpp from the .anf file size, PSNR on the decoded 8-bit PNG. The
+classical codecs run through Pillow (JPEG 4:2:0 and 4:4:4, WebP, AVIF) and
+``cjxl``/``djxl`` when installed, with the settings of
+``../shared/anchors/kodak_measured.json`` so the two can be cross-checked.
+Writes ``<out>/bench.json``, ``<out>/bench.md`` and ``<out>/rd.png``.
+"""
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from .metrics import bd_rate, psnr
+
+ANFCODEC = "anfcodec"
+# name -> (settings text, list of (label, encode function(img) -> bytes, decode(bytes) -> array))
+PILLOW_CODECS = {
+    "JPEG (libjpeg-turbo 4:2:0)": ("JPEG", [10, 20, 30, 40, 50, 60, 70, 80, 90, 95], {}),
+    "JPEG (libjpeg-turbo 4:4:4)": ("JPEG", [10, 20, 30, 40, 50, 60, 70, 80, 90, 95], {"subsampling": 0}),
+    "WebP (libwebp m6)": ("WEBP", [5, 15, 30, 45, 60, 75, 85, 95], {"method": 6}),
+    "AVIF (libavif/aom s4 4:4:4)": ("AVIF", [10, 25, 40, 55, 70, 80, 90], {"speed": 4, "subsampling": "4:4:4"}),
+}
+JXL = "JPEG XL (cjxl 0.7 e7)"
+JXL_DISTANCES = [8, 5, 3.5, 2.5, 1.8, 1.2, 0.8, 0.5]
+
+
+def _pillow_point(img: Image.Image, fmt: str, q: int, extra: dict) -> tuple[int, np.ndarray, float]:
+    t = time.perf_counter()
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, quality=q, **extra)
+    data = buf.getvalue()
+    rec = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    return len(data), rec, time.perf_counter() - t
+
+
+def _jxl_point(path: Path, distance: float, tmp: Path) -> tuple[int, np.ndarray, float]:
+    t = time.perf_counter()
+    jxl, png = tmp / "x.jxl", tmp / "x.png"
+    subprocess.run(["cjxl", str(path), str(jxl), "-d", str(distance), "-e", "7", "--quiet"], check=True,
+                   capture_output=True)
+    subprocess.run(["djxl", str(jxl), str(png), "--quiet"], check=True, capture_output=True)
+    return jxl.stat().st_size, np.asarray(Image.open(png).convert("RGB")), time.perf_counter() - t
+
+
+def _anf_point(path: Path, quality: float, tmp: Path, runner, main) -> tuple[int, np.ndarray, float, float]:
+    anf, png = tmp / "x.anf", tmp / "x.png"
+    t = time.perf_counter()
+    r = runner.invoke(main, ["encode", str(path), "-o", str(anf), "-q", str(quality), "-f"])
+    t_enc = time.perf_counter() - t
+    if r.exit_code:
+        raise RuntimeError(f"encode {path} failed: {r.output}")
+    t = time.perf_counter()
+    r = runner.invoke(main, ["decode", str(anf), "-o", str(png), "-f"])
+    t_dec = time.perf_counter() - t
+    if r.exit_code:
+        raise RuntimeError(f"decode {path} failed: {r.output}")
+    return anf.stat().st_size, np.asarray(Image.open(png).convert("RGB")), t_enc, t_dec
+
+
+def run(folder: Path, out: Path, qualities: list[float], classical: bool = True, anchors: Path | None = None,
+        reuse_classical: bool = False) -> dict:
+    from click.testing import CliRunner
+    from .cli import main
+
+    images = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() == ".png")
+    if not images:
+        raise SystemExit(f"no PNG images in {folder}")
+    codecs: dict[str, dict] = {}
+    points: dict[str, list] = {}
+    jobs = [(ANFCODEC, q) for q in qualities]
+    previous = out / "bench.json"
+    if reuse_classical and previous.exists():
+        # Classical codecs are deterministic: reuse their curves from the last run on the same folder.
+        prev = json.loads(previous.read_text())
+        if prev.get("folder") == str(folder):
+            codecs.update({k: v for k, v in prev["codecs"].items() if k != ANFCODEC})
+            classical = False
+    if classical:
+        jobs += [(name, q) for name, (_, qs, _) in PILLOW_CODECS.items() for q in qs]
+        if shutil.which("cjxl") and shutil.which("djxl"):
+            jobs += [(JXL, d) for d in JXL_DISTANCES]
+    runner = CliRunner()
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+        bar = tqdm(total=len(jobs) * len(images), desc="bench", unit="img")
+        for name, setting in jobs:
+            rows = []
+            for path in images:
+                img = Image.open(path).convert("RGB")
+                ref = np.asarray(img)
+                pixels = ref.shape[0] * ref.shape[1]
+                if name == ANFCODEC:
+                    size, rec, te, tdec = _anf_point(path, setting, tmp, runner, main)
+                elif name == JXL:
+                    size, rec, te = _jxl_point(path, setting, tmp); tdec = 0.0
+                else:
+                    fmt, _, extra = PILLOW_CODECS[name]
+                    size, rec, te = _pillow_point(img, fmt, setting, extra); tdec = 0.0
+                rows.append({"image": path.name, "bpp": 8 * size / pixels, "psnr": psnr(ref, rec), "enc_s": te,
+                             "dec_s": tdec})
+                bar.update(1)
+            points.setdefault(name, []).append({"setting": setting, "images": rows})
+        bar.close()
+    for name, plist in points.items():
+        codecs[name] = {
+            "settings": [p["setting"] for p in plist],
+            "bpp": [float(np.mean([r["bpp"] for r in p["images"]])) for p in plist],
+            "psnr": [float(np.mean([r["psnr"] for r in p["images"]])) for p in plist],
+            "enc_s": [float(np.median([r["enc_s"] for r in p["images"]])) for p in plist],
+            "dec_s": [float(np.median([r["dec_s"] for r in p["images"]])) for p in plist],
+        }
+    result = {"folder": str(folder), "images": len(images), "codecs": codecs,
+              "per_image": {ANFCODEC: points[ANFCODEC]}}
+    result["bd_rate_vs"] = {name: bd_rate(c["bpp"], c["psnr"], codecs[ANFCODEC]["bpp"], codecs[ANFCODEC]["psnr"])
+                            for name, c in codecs.items() if name != ANFCODEC}
+    if anchors and Path(anchors).exists():
+        result["anchor_check"] = anchor_check(codecs, json.loads(Path(anchors).read_text()))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(result, indent=1))
+    (out / "bench.md").write_text(markdown(result))
+    plot(result, out / "rd.png", anchors)
+    return result
+
+
+def anchor_check(codecs: dict, anchors: dict) -> dict:
+    """Largest PSNR difference (dB) at equal settings between our classical runs and the shared anchors."""
+    out = {}
+    for name, c in codecs.items():
+        if name in anchors and len(anchors[name]["psnr"]) == len(c["psnr"]):
+            out[name] = float(np.max(np.abs(np.array(anchors[name]["psnr"]) - np.array(c["psnr"]))))
+    return out
+
+
+def markdown(result: dict) -> str:
+    a = result["codecs"][ANFCODEC]
+    lines = [f"Images: {result['images']} from `{result['folder']}`", "",
+             "| quality | bpp | PSNR (dB) | encode s | decode s |", "|---|---|---|---|---|"]
+    for s, b, p, e, d in zip(a["settings"], a["bpp"], a["psnr"], a["enc_s"], a["dec_s"]):
+        lines.append(f"| {s:g} | {b:.4f} | {p:.2f} | {e:.2f} | {d:.2f} |")
+    lines += ["", "| anfcodec BD-rate vs | % (negative = anfcodec smaller) |", "|---|---|"]
+    for name, v in result["bd_rate_vs"].items():
+        lines.append(f"| {name} | {'no overlap' if v is None else f'{v:+.1f}'} |")
+    if result.get("anchor_check"):
+        lines += ["", "| classical codec | max PSNR difference to shared anchors (dB) |", "|---|---|"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in result["anchor_check"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path, anchors: Path | None = None) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 6))
+    for name, c in result["codecs"].items():
+        style = dict(lw=2.5, marker="o", color="black") if name == ANFCODEC else dict(lw=1, marker=".")
+        ax.plot(c["bpp"], c["psnr"], label=name, **style)
+    if anchors and Path(anchors).with_name("kodak_compressai_published.json").exists():
+        pub = json.loads(Path(anchors).with_name("kodak_compressai_published.json").read_text())
+        if "mbt2018-mean" in pub:
+            ax.plot(pub["mbt2018-mean"]["bpp"], pub["mbt2018-mean"]["psnr"], "--", color="gray",
+                    label="mbt2018-mean (CompressAI, published, GPU-trained)")
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel("PSNR-RGB (dB)")
+    ax.set_xlim(0, 2.0)
+    ax.set_ylim(24, 42)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"Rate-distortion on {Path(result['folder']).name} ({result['images']} images)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
