@@ -5,7 +5,7 @@ BIN      = $(VENV)/bin
 DATA    ?= ../shared/data
 MINUTES ?= 60
 
-.PHONY: install demo test test-fast bench train export clean
+.PHONY: install demo test test-fast bench train export clean fuzz determinism
 
 $(BIN)/anfcodec: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -37,3 +37,9 @@ clean:
 
 bench: install  ## Kodak RD curves + BD-rates vs JPEG/WebP/AVIF/JPEG XL -> docs/bench/
 	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench $(BENCH_ARGS)
+
+fuzz: install  ## the long hostile-input run (issue: reliability): 20000 cases per mutation strategy
+	FUZZ_EXAMPLES=20000 $(BIN)/python -m pytest -q tests/test_fuzz.py --hypothesis-show-statistics
+
+determinism: install  ## encode/decode across thread counts and ISA paths on all of $(DATA)/kodak, q 1,4,8
+	$(BIN)/python tests/test_determinism.py $(DATA)/kodak

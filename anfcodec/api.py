@@ -12,6 +12,7 @@ from PIL import Image
 
 from . import container as fmt
 from . import entropy_coding as ec
+from .exact import ExactnessError
 from .imageio import DEFAULT_MAX_PIXELS, from_rgb, open_image, pad_edge, to_rgb
 from .models.anfic import Symbols
 from .zoo import default_model_id, find_entry, load_model
@@ -80,6 +81,8 @@ def decode(data: bytes, device: str | None = None, max_pixels: int = DEFAULT_MAX
         raise fmt.FormatError(f"pad multiple {hd.pad_multiple} does not match model {hd.model_id}")
     if hd.mode not in ("RGB", "L"):
         raise fmt.FormatError(f"unsupported colour mode {hd.mode!r}")
+    if not QUALITY_MIN <= hd.quality <= QUALITY_MAX:
+        raise fmt.FormatError(f"quality {hd.quality:g} outside {QUALITY_MIN:g}..{QUALITY_MAX:g}")
     sym = chunks_to_symbols(model, c)
     x = model.decompress(sym, hd.quality)
     rgb = (x[0, :, : hd.height, : hd.width] * 255).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
@@ -98,9 +101,12 @@ def chunks_to_symbols(model, c: fmt.Container) -> Symbols:
     hshape, yshape = latent_shape(model, c.header.width, c.header.height)
     try:
         h_sym = _hyper_tables(model).decode(c.chunk(b"HLAT"), hshape)
-    except (ec.EntropyCodingError, ValueError, RuntimeError) as e:
+    except ec.EntropyCodingError as e:
         raise DecodeError(f"HLAT: {e}") from None
-    scale_index, _ = model.hyper_decode(torch.from_numpy(h_sym).to(device))
+    try:
+        scale_index, _ = model.hyper_decode(torch.from_numpy(h_sym).to(device))
+    except ExactnessError:
+        raise DecodeError("HLAT: hyperlatent values out of range (corrupt stream)") from None
     scale_index = scale_index[0].cpu().numpy()
     bound, crc, stream = fmt.unpack_latent(c.chunk(b"LATN"))
     if ec.index_checksum(scale_index) != crc:
@@ -109,7 +115,7 @@ def chunks_to_symbols(model, c: fmt.Container) -> Symbols:
     scales = model.scale_values().cpu().numpy()[scale_index]
     try:
         y_sym = ec.decode_latent(stream, bound, scales)
-    except (ec.EntropyCodingError, ValueError, RuntimeError) as e:
+    except ec.EntropyCodingError as e:
         raise DecodeError(f"LATN: {e}") from None
     return Symbols(torch.from_numpy(h_sym).to(device), torch.from_numpy(y_sym).to(device),
                    torch.from_numpy(scale_index).to(device))

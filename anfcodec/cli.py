@@ -21,11 +21,12 @@ class InputError(click.ClickException):
     exit_code = EXIT_BAD_INPUT
 
 
-def _fail(e: Exception):
+def _fail(e: Exception, source: str | None = None):
     if os.environ.get("ANFCODEC_DEBUG"):
         raise e
     msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-    raise InputError(msg) from None
+    where = "stdin" if source == "-" else source
+    raise InputError(f"{where}: {msg}" if where else msg) from None
 
 
 def _read_input(path: str) -> bytes:
@@ -93,7 +94,7 @@ def encode(input, output, quality, device, model_id, max_pixels, force):
         data = api.encode(raw, quality=quality, model_id=model_id, device=device,
                           max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
     except Exception as e:  # bad input must end in one line and exit 1, never a traceback
-        _fail(e)
+        _fail(e, input)
     _write_output(output, data)
 
 
@@ -119,7 +120,7 @@ def decode(input, output, device, max_pixels, force):
     try:
         img = api.decode(raw, device=device, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
     except Exception as e:  # hostile input must end in one line and exit 1, never a traceback
-        _fail(e)
+        _fail(e, input)
     _write_output(output, image_bytes(img, fmt_name))
 
 
@@ -132,7 +133,7 @@ def info(input, as_json):
     try:
         d = describe(_read_input(input))
     except FormatError as e:
-        _fail(e)
+        _fail(e, input)
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return

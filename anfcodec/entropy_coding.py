@@ -70,6 +70,18 @@ def _decoder(data: bytes):
     return _queue.RangeDecoder(_from_bytes(data))
 
 
+def _guarded(decode):
+    """constriction reports corrupt data as AssertionError/ValueError/...: report it as ours."""
+    def wrapper(*args, **kwargs):
+        try:
+            return decode(*args, **kwargs)
+        except EntropyCodingError:
+            raise
+        except (AssertionError, ValueError, RuntimeError, OverflowError, TypeError) as e:
+            raise EntropyCodingError(f"corrupt range-coded stream ({e})") from None
+    return wrapper
+
+
 # -- latents: Gaussian with snapped scales ---------------------------------------
 
 def index_checksum(scale_index: np.ndarray) -> int:
@@ -97,6 +109,7 @@ def encode_latent(symbols: np.ndarray, scales: np.ndarray) -> tuple[int, bytes]:
     return bound, _to_bytes(enc.get_compressed())
 
 
+@_guarded
 def decode_latent(payload: bytes, bound: int, scales: np.ndarray) -> np.ndarray:
     if not 1 <= bound <= LATENT_BOUND_CAP:
         raise EntropyCodingError(f"latent bound {bound} out of range")
@@ -149,6 +162,7 @@ class FactorizedTables:
         _encode_u32(enc, _zigzag(np.concatenate(escaped)))
         return _to_bytes(enc.get_compressed())
 
+    @_guarded
     def decode(self, payload: bytes, shape: tuple[int, ...]) -> np.ndarray:
         """payload -> int32 symbols of ``shape`` = (C, h, w)."""
         if shape[0] != self.channels:

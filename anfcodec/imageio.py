@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 1 << 28   # 268 MP; raise with --max-pixels
+_PIL_LIMIT_LOCK = threading.Lock()
 
 
 class ImageError(ValueError):
@@ -33,14 +35,18 @@ def open_image(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
         if isinstance(source, (bytes, bytearray)):
             source = io.BytesIO(source)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(source)
-                if img.width * img.height > max_pixels:
-                    raise ImageError(f"image is {img.width}x{img.height}, above the limit of {max_pixels} pixels")
-                img.load()
-        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise ImageError(f"not a readable image: {e}") from None
+            with _PIL_LIMIT_LOCK:  # our max_pixels is the limit that counts, not Pillow's global one
+                saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+                try:
+                    img = Image.open(source)   # lazy: reads the header only
+                finally:
+                    Image.MAX_IMAGE_PIXELS = saved
+            if img.width * img.height > max_pixels:
+                raise ImageError(f"image is {img.width}x{img.height}, above the limit of {max_pixels} pixels "
+                                 "(raise it with --max-pixels)")
+            img.load()
+        except UnidentifiedImageError:
+            raise ImageError("not an image (unrecognised format)") from None
         except (OSError, SyntaxError, ValueError) as e:
             if isinstance(e, ImageError):
                 raise

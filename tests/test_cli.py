@@ -103,3 +103,44 @@ def test_info_without_torch(anf):
     r = subprocess.run([sys.executable, "-c", code, str(anf)], capture_output=True)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["chunks"]
+
+
+def test_decompression_bomb_header_refused(anf, tmp_path):
+    from anfcodec import container as fmt
+    c = fmt.unpack(anf.read_bytes())
+    c.header.width = c.header.height = 100_000
+    bomb = tmp_path / "bomb.anf"
+    bomb.write_bytes(fmt.pack(c))
+    r = run_cli("decode", bomb, "-o", tmp_path / "o.png")
+    assert r.returncode == 1 and b"limit" in r.stderr
+    r = run_cli("decode", anf, "-o", tmp_path / "o.png", "--max-pixels", "1000")
+    assert r.returncode == 1 and b"limit" in r.stderr
+
+
+def test_encoder_refuses_oversized_input(tmp_path):
+    import struct, zlib
+    # A PNG whose header declares 30000 x 30000 pixels (900 MP) but carries no pixel data.
+    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
+    def chunk(t, p):
+        return struct.pack(">I", len(p)) + t + p + struct.pack(">I", zlib.crc32(t + p))
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    src = tmp_path / "huge.png"
+    src.write_bytes(png)
+    r = run_cli("encode", src, "-o", tmp_path / "o.anf")
+    assert r.returncode == 1 and b"--max-pixels" in r.stderr
+    assert not (tmp_path / "o.anf").exists()
+
+
+def test_wrong_weights_named_in_error(anf, tmp_path):
+    from anfcodec import container as fmt
+    c = fmt.unpack(anf.read_bytes())
+    c.header.weights_hash = bytes.fromhex("0123456789abcdef")
+    other = tmp_path / "other.anf"
+    other.write_bytes(fmt.pack(c))
+    r = run_cli("decode", other, "-o", tmp_path / "o.png")
+    assert r.returncode == 1
+    assert b"0123456789abcdef" in r.stderr and c.header.model_id.encode() in r.stderr
+    c.header.model_id = "anfic-from-the-future"
+    other.write_bytes(fmt.pack(c))
+    r = run_cli("decode", other, "-o", tmp_path / "o.png")
+    assert r.returncode == 1 and b"anfic-from-the-future" in r.stderr
