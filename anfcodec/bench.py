@@ -69,7 +69,7 @@ def _anf_point(path: Path, quality: float, tmp: Path, runner, main) -> tuple[int
 
 
 def run(folder: Path, out: Path, qualities: list[float], classical: bool = True, anchors: Path | None = None,
-        reuse_classical: bool = False) -> dict:
+        reuse_classical: bool = False, classical_from: Path | None = None) -> dict:
     from click.testing import CliRunner
     from .cli import main
 
@@ -86,6 +86,13 @@ def run(folder: Path, out: Path, qualities: list[float], classical: bool = True,
         if prev.get("folder") == str(folder):
             codecs.update({k: v for k, v in prev["codecs"].items() if k != ANFCODEC})
             classical = False
+    sources = {}
+    if classical_from is not None:
+        # Curves measured elsewhere on the same images (e.g. the shared anchors), labelled as such.
+        for name, c in json.loads(Path(classical_from).read_text()).items():
+            codecs[name] = {"bpp": c["bpp"], "psnr": c["psnr"], "settings": c.get("settings")}
+            sources[name] = str(classical_from)
+        classical = False
     if classical:
         jobs += [(name, q) for name, (_, qs, _) in PILLOW_CODECS.items() for q in qs]
         if shutil.which("cjxl") and shutil.which("djxl"):
@@ -120,11 +127,11 @@ def run(folder: Path, out: Path, qualities: list[float], classical: bool = True,
             "enc_s": [float(np.median([r["enc_s"] for r in p["images"]])) for p in plist],
             "dec_s": [float(np.median([r["dec_s"] for r in p["images"]])) for p in plist],
         }
-    result = {"folder": str(folder), "images": len(images), "codecs": codecs,
+    result = {"folder": str(folder), "images": len(images), "codecs": codecs, "classical_sources": sources,
               "per_image": {ANFCODEC: points[ANFCODEC]}}
     result["bd_rate_vs"] = {name: bd_rate(c["bpp"], c["psnr"], codecs[ANFCODEC]["bpp"], codecs[ANFCODEC]["psnr"])
                             for name, c in codecs.items() if name != ANFCODEC}
-    if anchors and Path(anchors).exists():
+    if anchors and Path(anchors).exists() and not sources:
         result["anchor_check"] = anchor_check(codecs, json.loads(Path(anchors).read_text()))
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(result, indent=1))
@@ -148,9 +155,10 @@ def markdown(result: dict) -> str:
              "| quality | bpp | PSNR (dB) | encode s | decode s |", "|---|---|---|---|---|"]
     for s, b, p, e, d in zip(a["settings"], a["bpp"], a["psnr"], a["enc_s"], a["dec_s"]):
         lines.append(f"| {s:g} | {b:.4f} | {p:.2f} | {e:.2f} | {d:.2f} |")
-    lines += ["", "| anfcodec BD-rate vs | % (negative = anfcodec smaller) |", "|---|---|"]
+    lines += ["", "| anfcodec BD-rate vs | % (negative = anfcodec smaller) | curve measured by |", "|---|---|---|"]
     for name, v in result["bd_rate_vs"].items():
-        lines.append(f"| {name} | {'no overlap' if v is None else f'{v:+.1f}'} |")
+        src = result.get("classical_sources", {}).get(name, "this run")
+        lines.append(f"| {name} | {'no overlap' if v is None else f'{v:+.1f}'} | {src} |")
     if result.get("anchor_check"):
         lines += ["", "| classical codec | max PSNR difference to shared anchors (dB) |", "|---|---|"]
         lines += [f"| {k} | {v:.3f} |" for k, v in result["anchor_check"].items()]

@@ -174,13 +174,16 @@ def train(run_dir, data, minutes, batch, crop, lr, bf16, seed):
 @click.option("--classical/--no-classical", default=True, show_default=True,
               help="Also run JPEG, WebP, AVIF (Pillow) and JPEG XL (cjxl, if installed).")
 @click.option("--reuse-classical", is_flag=True, help="Take the classical curves from the previous OUT/bench.json.")
+@click.option("--classical-from", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="Take the classical curves from this JSON (anchors format) instead of running the codecs.")
 @click.option("--anchors", type=click.Path(path_type=Path), default=Path("../shared/anchors/kodak_measured.json"),
               show_default=True, help="Published/measured curves to cross-check against (skipped if absent).")
-def bench(folder, out, qualities, classical, reuse_classical, anchors):
+def bench(folder, out, qualities, classical, reuse_classical, classical_from, anchors):
     """Measure RD curves, BD-rates and timings on a folder of PNG images."""
     from .bench import markdown, run
     qs = [float(q) for q in qualities.split(",") if q.strip()]
-    result = run(folder, out, qs, classical=classical, anchors=anchors, reuse_classical=reuse_classical)
+    result = run(folder, out, qs, classical=classical, anchors=anchors, reuse_classical=reuse_classical,
+                 classical_from=classical_from)
     click.echo(markdown(result))
     click.echo(f"wrote {out}/bench.json, bench.md, rd.png")
 
