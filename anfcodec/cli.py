@@ -156,10 +156,17 @@ def info(input, as_json):
 @click.option("--lr", type=float, default=5e-4, show_default=True)
 @click.option("--bf16/--no-bf16", default=True, show_default=True, help="bfloat16 autocast for the transforms.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def train(run_dir, data, minutes, batch, crop, lr, bf16, seed):
+@click.option("--latent-channels", "M", type=int, default=None,
+              help="Latent channels M of a new run [default: the architecture's]; ignored when resuming.")
+@click.option("--width", "N", type=int, default=None, help="Hidden width N of a new run; ignored when resuming.")
+def train(run_dir, data, minutes, batch, crop, lr, bf16, seed, M, N):
     """Train (or resume training) the model on a folder of photographs."""
+    from .models.anfic import ANFICConfig
     from .training.train import TrainOptions, train as run
-    opts = TrainOptions(run_dir=run_dir, minutes=minutes, batch=batch, crop=crop, lr=lr, bf16=bf16, seed=seed)
+    config = ANFICConfig()
+    config.M, config.N = M or config.M, N or config.N
+    opts = TrainOptions(run_dir=run_dir, minutes=minutes, batch=batch, crop=crop, lr=lr, bf16=bf16, seed=seed,
+                        config=config.to_dict())
     if data is not None:
         opts.data = data
     best = run(opts)
@@ -190,12 +197,13 @@ def bench(folder, out, qualities, classical, reuse_classical, classical_from, an
 
 @main.command("export")
 @click.argument("checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False))
-@click.option("--model-id", default="anfic-n128-m192", show_default=True)
+@click.option("--model-id", default=None, help="[default: anfic-n<N>-m<M> from the checkpoint's config]")
 @click.option("--weights-dir", type=click.Path(path_type=Path), default=None, help="[default: the package's weights/]")
 def export_cmd(checkpoint, model_id, weights_dir):
     """Ship a training checkpoint as weights/<model-id>.pt and update the manifest."""
-    from .training.export import export
+    from .training.export import export, default_model_id
     from .zoo import WEIGHTS_DIR
+    model_id = model_id or default_model_id(checkpoint)
     entry = export(checkpoint, weights_dir or WEIGHTS_DIR, model_id)
     click.echo(f"exported {model_id}: sha256 {entry['sha256'][:16]}, {entry['training']['steps']} steps")
 

@@ -42,7 +42,7 @@ def log_scale_thresholds(table: torch.Tensor) -> torch.Tensor:
 @dataclass
 class ANFICConfig:
     N: int = 128          # hidden width of the autoencoding transforms
-    M: int = 192          # latent channels
+    M: int = 256          # latent channels (224 luma + 16 + 16 chroma DCT atoms at start: 41 dB ceiling on Kodak)
     hyper_N: int = 128    # hyperlatent channels
     qe_width: int = 32    # post-filter width
     block: int = 16       # DCT warm-start block size (= total downsampling)

@@ -19,6 +19,12 @@ from ..zoo import MANIFEST, sha256_file
 TRAIN_DATA_NOTE = "shared/data/train (70 photographs, hash-selected validation split held out)"
 
 
+def default_model_id(checkpoint: Path) -> str:
+    """Stable id naming the architecture and its widths, e.g. anfic-n128-m256."""
+    config = torch.load(checkpoint, map_location="cpu", weights_only=False)["config"]
+    return f"{config['arch']}-n{config['N']}-m{config['M']}"
+
+
 def export(checkpoint: Path, weights_dir: Path, model_id: str, make_default: bool = True) -> dict:
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     model = build_model(state["config"])
