@@ -6,6 +6,8 @@ image I/O (imageio) -> model.compress (models/) -> range coding
 """
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import torch
 from PIL import Image
@@ -13,7 +15,8 @@ from PIL import Image
 from . import container as fmt
 from . import entropy_coding as ec
 from .exact import ExactnessError
-from .imageio import DEFAULT_MAX_PIXELS, from_rgb, open_image, pad_edge, to_rgb
+from .imageio import (DEFAULT_MAX_PIXELS, ImageError, decode_plane, encode_plane, join_image, open_image, pad_edge,
+                      split_image)
 from .models.anfic import Symbols
 from .zoo import default_model_id, find_entry, load_model
 
@@ -47,16 +50,26 @@ def _hyper_tables(model) -> ec.FactorizedTables:
 
 
 def encode(image, quality: float = 3, model_id: str | None = None, device: str | None = None,
-           max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
-    """Compress an image (path, bytes, PIL image or uint8 array) into .anf bytes."""
+           max_pixels: int = DEFAULT_MAX_PIXELS, strip: bool = False) -> bytes:
+    """Compress an image (path, bytes, PIL image or uint8 array) into .anf bytes.
+
+    ``strip`` drops the ICC profile and EXIF, which are otherwise carried.
+    """
     quality = check_quality(quality)
-    rgb, mode = to_rgb(open_image(image, max_pixels))
+    pic = split_image(open_image(image, max_pixels), keep_metadata=not strip)
     model = load_model(model_id or default_model_id(), device or default_device())
-    h, w = rgb.shape[:2]
-    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float().div(255).to(next(model.parameters()).device)
+    h, w = pic.rgb.shape[:2]
+    x = torch.from_numpy(pic.rgb.copy()).permute(2, 0, 1)[None].float().div(255).to(next(model.parameters()).device)
     sym = model.compress(pad_edge(x, model.pad_multiple), quality)
-    header = fmt.Header(model.model_id, model.weights_hash, quality, w, h, mode, model.pad_multiple)
-    return fmt.pack(fmt.Container(header, symbols_to_chunks(model, sym)))
+    header = fmt.Header(model.model_id, model.weights_hash, quality, w, h, pic.mode, model.pad_multiple)
+    chunks = symbols_to_chunks(model, sym)
+    if pic.alpha is not None:
+        chunks.append((fmt.ALPHA_CHUNK, encode_plane(pic.alpha)))
+    if pic.icc_profile:
+        chunks.append((fmt.ICC_CHUNK, zlib.compress(pic.icc_profile, 9)))
+    if pic.exif:
+        chunks.append((fmt.EXIF_CHUNK, pic.exif))
+    return fmt.pack(fmt.Container(header, chunks))
 
 
 def symbols_to_chunks(model, sym: Symbols) -> list[tuple[bytes, bytes]]:
@@ -79,14 +92,33 @@ def decode(data: bytes, device: str | None = None, max_pixels: int = DEFAULT_MAX
     model = load_model(hd.model_id, device or default_device())
     if hd.pad_multiple != model.pad_multiple:
         raise fmt.FormatError(f"pad multiple {hd.pad_multiple} does not match model {hd.model_id}")
-    if hd.mode not in ("RGB", "L"):
+    if hd.mode not in ("RGB", "L", "RGBA", "LA"):
         raise fmt.FormatError(f"unsupported colour mode {hd.mode!r}")
     if not QUALITY_MIN <= hd.quality <= QUALITY_MAX:
         raise fmt.FormatError(f"quality {hd.quality:g} outside {QUALITY_MIN:g}..{QUALITY_MAX:g}")
+    alpha = None
+    if hd.mode in ("RGBA", "LA"):
+        try:
+            alpha = decode_plane(c.chunk(fmt.ALPHA_CHUNK), hd.width, hd.height)
+        except ImageError as e:
+            raise DecodeError(f"ALPH: {e}") from None
     sym = chunks_to_symbols(model, c)
     x = model.decompress(sym, hd.quality)
     rgb = (x[0, :, : hd.height, : hd.width] * 255).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
-    return from_rgb(np.ascontiguousarray(rgb), hd.mode)
+    return join_image(np.ascontiguousarray(rgb), hd.mode, alpha, _metadata(c, fmt.ICC_CHUNK), _metadata(c, fmt.EXIF_CHUNK))
+
+
+def _metadata(c: fmt.Container, ctype: bytes) -> bytes | None:
+    """An ancillary metadata chunk's content; a damaged one is dropped (it is ancillary), never fatal."""
+    found = [p for t, p in c.chunks if t == ctype]
+    if len(found) != 1:
+        return None
+    if ctype == fmt.ICC_CHUNK:
+        try:
+            return zlib.decompressobj().decompress(found[0], 1 << 24) or None
+        except zlib.error:
+            return None
+    return found[0] or None
 
 
 def latent_shape(model, width: int, height: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:

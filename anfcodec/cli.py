@@ -83,16 +83,21 @@ def main():
               help="Where the model runs [default: cuda if available, else cpu].")
 @click.option("--model", "model_id", default=None, help="Model id from weights/manifest.json [default: the shipped default].")
 @click.option("--max-pixels", type=click.IntRange(1), default=None, help="Refuse larger inputs [default: 268 MP].")
+@click.option("--strip", is_flag=True, help="Drop the ICC profile and EXIF instead of carrying them.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUT if it exists.")
-def encode(input, output, quality, device, model_id, max_pixels, force):
-    """Compress the image IN (PNG, JPEG, TIFF, ...) into an .anf file."""
+def encode(input, output, quality, device, model_id, max_pixels, strip, force):
+    """Compress the image IN (PNG, JPEG, TIFF, ...) into an .anf file.
+
+    Grayscale comes back as grayscale, alpha is kept losslessly, the ICC
+    profile and EXIF are carried (unless --strip), EXIF orientation is applied.
+    """
     _check_output(input, output, force)
     from .imageio import DEFAULT_MAX_PIXELS
     from . import api
     raw = _read_input(input)
     try:
         data = api.encode(raw, quality=quality, model_id=model_id, device=device,
-                          max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+                          max_pixels=max_pixels or DEFAULT_MAX_PIXELS, strip=strip)
     except Exception as e:  # bad input must end in one line and exit 1, never a traceback
         _fail(e, input)
     _write_output(output, data)
@@ -119,9 +124,10 @@ def decode(input, output, device, max_pixels, force):
     raw = _read_input(input)
     try:
         img = api.decode(raw, device=device, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+        encoded = image_bytes(img, fmt_name)
     except Exception as e:  # hostile input must end in one line and exit 1, never a traceback
         _fail(e, input)
-    _write_output(output, image_bytes(img, fmt_name))
+    _write_output(output, encoded)
 
 
 @main.command()
@@ -141,6 +147,8 @@ def info(input, as_json):
     click.echo(f"  model     {d['model_id']} (weights {d['weights_hash']})")
     click.echo(f"  image     {d['width']}x{d['height']} {d['mode']}, padded to a multiple of {d['pad_multiple']}")
     click.echo(f"  quality   {d['quality']:g}")
+    if d["metadata"]:
+        click.echo(f"  metadata  {', '.join(d['metadata'])}")
     for ch in d["chunks"]:
         click.echo(f"  chunk     {ch['type']} {ch['bytes']} bytes")
 

@@ -22,7 +22,9 @@ FORMAT_VERSION = 1
 QUALITY_SCALE = 256          # quality is stored as u16 fixed point 8.8
 MAX_CHUNK = 1 << 30
 HEADER_CHUNK, END_CHUNK = b"HEAD", b"IEND"
-KNOWN_CRITICAL = {b"HEAD", b"HLAT", b"LATN", b"IEND"}
+ALPHA_CHUNK = b"ALPH"                 # critical: skipping it would silently lose the alpha channel
+ICC_CHUNK, EXIF_CHUNK = b"iccp", b"exif"   # ancillary metadata
+KNOWN_CRITICAL = {b"HEAD", b"HLAT", b"LATN", ALPHA_CHUNK, b"IEND"}
 
 
 class FormatError(ValueError):
@@ -36,7 +38,7 @@ class Header:
     quality: float
     width: int
     height: int
-    mode: str                # PIL mode of the original image, e.g. "RGB" or "L"
+    mode: str                # PIL mode to restore: "RGB", "L", "RGBA" or "LA"
     pad_multiple: int        # the coded image is padded to a multiple of this
 
     def pack(self) -> bytes:
@@ -166,6 +168,8 @@ def describe(data: bytes) -> dict:
         "file_bytes": len(data),
         "bpp": 8 * len(data) / pixels,
         **h.to_json(),
+        "metadata": [name for ctype, name in ((ALPHA_CHUNK, "alpha channel (lossless)"), (ICC_CHUNK, "ICC profile"),
+                                                (EXIF_CHUNK, "EXIF")) if any(t == ctype for t, _ in c.chunks)],
         "chunks": [{"type": t.decode(), "bytes": len(p)} for t, p in c.chunks],
     }
 

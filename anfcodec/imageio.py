@@ -1,10 +1,13 @@
 """Image I/O: reading inputs of any common mode, padding, writing outputs.
 
-The codec works on 8-bit RGB. What happens to each input mode is decided
-here, in one place: RGB is coded as is, grayscale (L) and palette images are
-expanded to RGB (grayscale is restored to one channel on decode), 16-bit
-grayscale is reduced to 8 bits. Images with transparency are refused rather
-than silently losing their alpha channel.
+The model codes 8-bit RGB. What happens to each input mode is decided here,
+in one place: RGB is coded as is; grayscale (L, and 1-bit) goes through RGB
+and comes back as one channel; palette images are expanded to RGB or RGBA;
+16-bit and 32-bit grayscale are reduced to 8 bits with a warning; CMYK and
+other colour spaces are converted to RGB; an alpha channel (RGBA, LA, or a
+palette's transparency) is carried losslessly beside the coded colour. The
+ICC profile and EXIF ride along unless stripped; EXIF orientation is applied
+to the pixels before coding.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import io
 import os
 import threading
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,27 +60,74 @@ def open_image(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     return ImageOps.exif_transpose(img)  # pixels as the camera meant them to be seen
 
 
-def to_rgb(img: Image.Image) -> tuple[np.ndarray, str]:
-    """(uint8 [H, W, 3], mode to restore on decode)."""
+@dataclass
+class Picture:
+    """An input split into what the model codes (8-bit RGB) and what travels beside it."""
+    rgb: np.ndarray                  # uint8 [H, W, 3]
+    mode: str                        # mode to restore on decode: RGB, L, RGBA or LA
+    alpha: np.ndarray | None = None  # uint8 [H, W], coded losslessly
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+
+
+def split_image(img: Image.Image, keep_metadata: bool = True) -> Picture:
+    """Decide, in one place, how each input mode is coded (see the module docstring)."""
     mode = img.mode
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
-        raise ImageError(f"images with transparency ({mode}) are not supported yet; flatten the alpha first")
-    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    icc = img.info.get("icc_profile") or None
+    exif = img.info.get("exif") or None
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif mode in ("PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+    elif mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         warnings.warn(f"{mode} image reduced to 8 bits per sample")
         arr = np.asarray(img, dtype=np.float64)
         peak = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
         img = Image.fromarray(np.clip(np.round(arr * 255.0 / peak), 0, 255).astype(np.uint8), "L")
-        mode = "L"
     elif mode == "1":
-        img, mode = img.convert("L"), "L"
-    if mode == "L":
-        return np.asarray(img.convert("RGB")), "L"
-    return np.asarray(img.convert("RGB")), "RGB"
+        img = img.convert("L")
+    elif mode in ("CMYK", "YCbCr"):
+        if icc and mode == "CMYK":
+            warnings.warn("CMYK image converted to RGB; its CMYK ICC profile is dropped")
+            icc = None
+        img = img.convert("RGB")
+    mode = img.mode
+    if mode not in ("RGB", "L", "RGBA", "LA"):
+        raise ImageError(f"unsupported image mode {mode}")
+    alpha = np.asarray(img.getchannel("A")).copy() if mode in ("RGBA", "LA") else None
+    rgb = np.asarray(img.convert("RGB"))
+    if not keep_metadata:
+        icc = exif = None
+    return Picture(rgb, mode, alpha, icc, exif)
 
 
-def from_rgb(rgb: np.ndarray, mode: str) -> Image.Image:
+def join_image(rgb: np.ndarray, mode: str, alpha: np.ndarray | None = None, icc_profile: bytes | None = None,
+               exif: bytes | None = None) -> Image.Image:
     img = Image.fromarray(rgb, "RGB")
-    return img.convert("L") if mode == "L" else img
+    if mode in ("L", "LA"):
+        img = img.convert("L")
+    if alpha is not None:
+        img.putalpha(Image.fromarray(alpha, "L"))
+    if icc_profile:
+        img.info["icc_profile"] = icc_profile
+    if exif:
+        img.info["exif"] = exif
+    return img
+
+
+def encode_plane(plane: np.ndarray) -> bytes:
+    """A lossless PNG of one 8-bit plane (PNG's filters + deflate suit alpha masks well)."""
+    return image_bytes(Image.fromarray(plane, "L"), "PNG")
+
+
+def decode_plane(data: bytes, width: int, height: int) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.size != (width, height) or im.mode != "L":
+                raise ImageError(f"alpha plane is {im.mode} {im.size[0]}x{im.size[1]}, expected L {width}x{height}")
+            return np.asarray(im).copy()
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ImageError(f"corrupt alpha plane: {e}") from None
 
 
 def pad_edge(x, multiple: int):
@@ -104,9 +155,20 @@ def atomic_write(path: Path, data: bytes) -> None:
             tmp.unlink()
 
 
+METADATA_FORMATS = {"PNG", "TIFF"}   # outputs that carry an ICC profile and EXIF
+
+
 def image_bytes(img: Image.Image, fmt: str = "PNG") -> bytes:
+    """Encode ``img`` losslessly, writing its ICC profile and EXIF where the format can hold them."""
+    extra = {}
+    if fmt in METADATA_FORMATS:
+        extra = {k: img.info[k] for k in ("icc_profile", "exif") if img.info.get(k)}
+    if fmt == "BMP" and img.mode == "LA":
+        img = img.convert("RGBA")
+    if fmt == "PPM" and img.mode in ("RGBA", "LA"):
+        raise ImageError("PPM cannot hold an alpha channel; write PNG or TIFF")
     buf = io.BytesIO()
-    img.save(buf, format=fmt)
+    img.save(buf, format=fmt, **extra)
     return buf.getvalue()
 
 
