@@ -17,7 +17,9 @@ from . import entropy_coding as ec
 from .exact import ExactnessError
 from .imageio import (DEFAULT_MAX_PIXELS, ImageError, decode_plane, encode_plane, join_image, open_image, pad_edge,
                       split_image)
+from .metrics import psnr
 from .models.anfic import Symbols
+from .ratecontrol import RateReport, TargetError, search
 from .zoo import default_model_id, find_entry, load_model
 
 QUALITY_MIN, QUALITY_MAX = 1.0, 8.0
@@ -56,11 +58,53 @@ def encode(image, quality: float = 3, model_id: str | None = None, device: str |
     ``strip`` drops the ICC profile and EXIF, which are otherwise carried.
     """
     quality = check_quality(quality)
+    pic, model, x = _prepare(image, model_id, device, max_pixels, strip)
+    return _pack(pic, model, quality, model.compress(x, quality))
+
+
+def encode_to_target(image, target_bpp: float | None = None, max_bytes: int | None = None,
+                     target_psnr: float | None = None, model_id: str | None = None, device: str | None = None,
+                     max_pixels: int = DEFAULT_MAX_PIXELS, strip: bool = False) -> tuple[bytes, RateReport]:
+    """Compress at the quality that meets one target: a rate (bpp), a size cap (bytes) or a PSNR (dB).
+
+    Raises ``TargetError`` when ``max_bytes`` cannot be met; other targets that
+    cannot be met give the closest point with ``report.met = False`` and a note.
+    """
+    if sum(t is not None for t in (target_bpp, max_bytes, target_psnr)) != 1:
+        raise ValueError("give exactly one of target_bpp, max_bytes, target_psnr")
+    pic, model, x = _prepare(image, model_id, device, max_pixels, strip)
+    h, w = pic.rgb.shape[:2]
+    z2 = model.analyze(x)
+    trials = {}
+
+    def trial(k: int):
+        if k not in trials:
+            q = k / fmt.QUALITY_SCALE
+            sym = model.quantize(z2, q)
+            data = _pack(pic, model, q, sym)
+            p = None
+            if target_psnr is not None:
+                rec = _to_rgb8(model.decompress(sym, q), w, h)
+                p = psnr(pic.rgb, rec)
+            trials[k] = (data, p)
+        return len(trials[k][0]), trials[k][1]
+
+    k, note, met = search(trial, w * h, target_bpp=target_bpp, max_bytes=max_bytes, target_psnr=target_psnr)
+    trial(k)  # already cached by the search
+    data, p = trials[k]
+    report = RateReport(k / fmt.QUALITY_SCALE, len(data), 8 * len(data) / (w * h), p, len(trials), met, note)
+    return data, report
+
+
+def _prepare(image, model_id, device, max_pixels, strip):
     pic = split_image(open_image(image, max_pixels), keep_metadata=not strip)
     model = load_model(model_id or default_model_id(), device or default_device())
-    h, w = pic.rgb.shape[:2]
     x = torch.from_numpy(pic.rgb.copy()).permute(2, 0, 1)[None].float().div(255).to(next(model.parameters()).device)
-    sym = model.compress(pad_edge(x, model.pad_multiple), quality)
+    return pic, model, pad_edge(x, model.pad_multiple)
+
+
+def _pack(pic, model, quality: float, sym: Symbols) -> bytes:
+    h, w = pic.rgb.shape[:2]
     header = fmt.Header(model.model_id, model.weights_hash, quality, w, h, pic.mode, model.pad_multiple)
     chunks = symbols_to_chunks(model, sym)
     if pic.alpha is not None:
@@ -70,6 +114,11 @@ def encode(image, quality: float = 3, model_id: str | None = None, device: str |
     if pic.exif:
         chunks.append((fmt.EXIF_CHUNK, pic.exif))
     return fmt.pack(fmt.Container(header, chunks))
+
+
+def _to_rgb8(x: torch.Tensor, width: int, height: int) -> np.ndarray:
+    rgb = (x[0, :, :height, :width] * 255).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+    return np.ascontiguousarray(rgb)
 
 
 def symbols_to_chunks(model, sym: Symbols) -> list[tuple[bytes, bytes]]:
@@ -103,9 +152,8 @@ def decode(data: bytes, device: str | None = None, max_pixels: int = DEFAULT_MAX
         except ImageError as e:
             raise DecodeError(f"ALPH: {e}") from None
     sym = chunks_to_symbols(model, c)
-    x = model.decompress(sym, hd.quality)
-    rgb = (x[0, :, : hd.height, : hd.width] * 255).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
-    return join_image(np.ascontiguousarray(rgb), hd.mode, alpha, _metadata(c, fmt.ICC_CHUNK), _metadata(c, fmt.EXIF_CHUNK))
+    rgb = _to_rgb8(model.decompress(sym, hd.quality), hd.width, hd.height)
+    return join_image(rgb, hd.mode, alpha, _metadata(c, fmt.ICC_CHUNK), _metadata(c, fmt.EXIF_CHUNK))
 
 
 def _metadata(c: fmt.Container, ctype: bytes) -> bytes | None:

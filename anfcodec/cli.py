@@ -83,21 +83,40 @@ def main():
               help="Where the model runs [default: cuda if available, else cpu].")
 @click.option("--model", "model_id", default=None, help="Model id from weights/manifest.json [default: the shipped default].")
 @click.option("--max-pixels", type=click.IntRange(1), default=None, help="Refuse larger inputs [default: 268 MP].")
+@click.option("--target-bpp", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Pick the quality whose file is closest to this many bits per pixel.")
+@click.option("--max-bytes", type=click.IntRange(min=1), default=None,
+              help="Pick the highest quality whose file fits in this many bytes.")
+@click.option("--target-psnr", type=float, default=None,
+              help="Pick the lowest quality that reaches this PSNR (dB) on the image.")
 @click.option("--strip", is_flag=True, help="Drop the ICC profile and EXIF instead of carrying them.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUT if it exists.")
-def encode(input, output, quality, device, model_id, max_pixels, strip, force):
+def encode(input, output, quality, device, model_id, max_pixels, target_bpp, max_bytes, target_psnr, strip, force):
     """Compress the image IN (PNG, JPEG, TIFF, ...) into an .anf file.
 
     Grayscale comes back as grayscale, alpha is kept losslessly, the ICC
     profile and EXIF are carried (unless --strip), EXIF orientation is applied.
+
+    Rate control: --target-bpp, --max-bytes or --target-psnr search the
+    continuous quality by bisection (about 11 trials) and report what they
+    reached on stderr.
     """
+    targets = {k: v for k, v in (("target_bpp", target_bpp), ("max_bytes", max_bytes), ("target_psnr", target_psnr))
+               if v is not None}
+    if len(targets) > 1:
+        raise click.UsageError("give at most one of --target-bpp, --max-bytes, --target-psnr")
     _check_output(input, output, force)
     from .imageio import DEFAULT_MAX_PIXELS
     from . import api
     raw = _read_input(input)
+    common = dict(model_id=model_id, device=device, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, strip=strip)
     try:
-        data = api.encode(raw, quality=quality, model_id=model_id, device=device,
-                          max_pixels=max_pixels or DEFAULT_MAX_PIXELS, strip=strip)
+        if targets:
+            data, report = api.encode_to_target(raw, **targets, **common)
+            click.echo(("reached " if report.met else "warning: target not met, closest is ") + report.describe(),
+                       err=True)
+        else:
+            data = api.encode(raw, quality=quality, **common)
     except Exception as e:  # bad input must end in one line and exit 1, never a traceback
         _fail(e, input)
     _write_output(output, data)

@@ -196,8 +196,17 @@ class ANFIC(nn.Module):
     @torch.inference_mode()
     def compress(self, x: torch.Tensor, quality: float) -> Symbols:
         """Image [1, 3, H, W] in [0, 1] (padded) -> integer symbols."""
-        q = torch.tensor([quality], dtype=torch.float32, device=x.device)
-        _, z2 = self.flow_forward(x - 0.5)
+        return self.quantize(self.analyze(x), quality)
+
+    @torch.inference_mode()
+    def analyze(self, x: torch.Tensor) -> torch.Tensor:
+        """The quality-independent part of encoding: image -> latent z2 (rate control reuses it)."""
+        return self.flow_forward(x - 0.5)[1]
+
+    @torch.inference_mode()
+    def quantize(self, z2: torch.Tensor, quality: float) -> Symbols:
+        """Latent z2 -> integer symbols at ``quality``."""
+        q = torch.tensor([quality], dtype=torch.float32, device=z2.device)
         y = z2 * self.gain(q)
         h = self.h_a(y)
         medians = self.entropy_bottleneck._get_medians()
