@@ -19,7 +19,7 @@ from .imageio import (DEFAULT_MAX_PIXELS, ImageError, decode_plane, encode_plane
                       split_image)
 from .metrics import psnr
 from .models.anfic import Symbols
-from .ratecontrol import RateReport, TargetError, search
+from .ratecontrol import RateReport, search
 from .zoo import default_model_id, find_entry, load_model
 
 QUALITY_MIN, QUALITY_MAX = 1.0, 8.0

@@ -1,5 +1,4 @@
 """Image modes and metadata through the CLI: each mode has a defined, tested behaviour."""
-import io
 import json
 
 import numpy as np

@@ -1,5 +1,4 @@
 """The round-trip contract on every Kodak image at qualities 1, 4 and 8 (skipped without the data)."""
-import numpy as np
 import pytest
 from PIL import Image
 

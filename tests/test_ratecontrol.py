@@ -6,7 +6,7 @@ from PIL import Image
 from anfcodec import api
 from anfcodec.metrics import psnr
 from anfcodec.ratecontrol import K_HI, K_LO, TargetError, first_at_least, last_at_most
-from conftest import SAMPLE, kodak_images, needs_kodak
+from conftest import kodak_images, needs_kodak
 
 
 def test_bisection_helpers():

@@ -1,7 +1,6 @@
 """The ANFIC rate-distortion objective, per sample so each can have its own lambda."""
 from __future__ import annotations
 
-import math
 
 import torch
 
