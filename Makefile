@@ -26,11 +26,14 @@ test: install  ## the full test suite (Kodak tests skip when $(DATA)/kodak is ab
 test-fast: install  ## everything but the Kodak sweep
 	$(BIN)/python -m pytest -q -m "not kodak"
 
-train: install  ## train or resume in the background-friendly way: nice, resumable, MINUTES budget
-	nice -n 10 $(BIN)/anfcodec train --data $(DATA)/train --minutes $(MINUTES)
+RUN     ?= anfic-n128-m256
 
-export: install  ## ship the best checkpoint of runs/anfic as weights/
-	$(BIN)/anfcodec export runs/anfic/best.pt
+train: install  ## resume runs/$(RUN), or start it from the shipped weights; nice'd, MINUTES budget
+	nice -n 10 $(BIN)/anfcodec train --run-dir runs/$(RUN) --data $(DATA)/train --minutes $(MINUTES) \
+	  $$(test -f runs/$(RUN)/last.pt || echo --init weights/$(RUN).pt)
+
+export: install  ## ship the best checkpoint of runs/$(RUN) as weights/
+	$(BIN)/anfcodec export runs/$(RUN)/best.pt
 
 clean:
 	rm -rf examples/sample.anf examples/sample-decoded.png .pytest_cache

@@ -186,14 +186,16 @@ def info(input, as_json):
 @click.option("--latent-channels", "M", type=int, default=None,
               help="Latent channels M of a new run [default: the architecture's]; ignored when resuming.")
 @click.option("--width", "N", type=int, default=None, help="Hidden width N of a new run; ignored when resuming.")
-def train(run_dir, data, minutes, batch, crop, lr, bf16, seed, M, N):
+@click.option("--init", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="Start a new run from these weights (e.g. weights/anfic-n128-m256.pt) instead of the DCT warm start.")
+def train(run_dir, data, minutes, batch, crop, lr, bf16, seed, M, N, init):
     """Train (or resume training) the model on a folder of photographs."""
     from .models.anfic import ANFICConfig
     from .training.train import TrainOptions, train as run
     config = ANFICConfig()
     config.M, config.N = M or config.M, N or config.N
     opts = TrainOptions(run_dir=run_dir, minutes=minutes, batch=batch, crop=crop, lr=lr, bf16=bf16, seed=seed,
-                        config=config.to_dict())
+                        config=config.to_dict(), init=init)
     if data is not None:
         opts.data = data
     best = run(opts)

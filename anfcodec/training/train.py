@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from ..models import build_model
+from ..zoo import ModelNotFound, load_state_dict_file, manifest
 from ..models.anfic import ANFICConfig
 from .data import CropSampler, DEFAULT_TRAIN_DIR, load_rgb, split, validation_crops
 from .loss import rd_loss
@@ -120,6 +121,16 @@ def _param_groups(model):
     return main, gains, aux
 
 
+def _shipped_counters(weights: Path) -> dict:
+    """Continue the step and CPU-time record of shipped weights (from their manifest entry)."""
+    try:
+        entry = next(e for e in manifest(weights.parent)["models"].values() if e["file"] == weights.name)
+    except (ModelNotFound, StopIteration):
+        return {}
+    t = entry["training"]
+    return {"step": t["steps"], "cpu_seconds": t["cpu_hours"] * 3600, "wall_seconds": t["wall_hours"] * 3600}
+
+
 def train(opts: TrainOptions) -> Path:
     torch.set_num_threads(opts.threads)
     run = Path(opts.run_dir)
@@ -137,9 +148,10 @@ def train(opts: TrainOptions) -> Path:
     if state is not None:
         config = state["config"]
     model = build_model(config)
+    counters = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "best_val": math.inf}
     if state is None and opts.init is not None:
-        from ..zoo import load_state_dict_file
-        model.load_state_dict(load_state_dict_file(opts.init), strict=False)
+        model.load_state_dict(load_state_dict_file(opts.init))
+        counters.update(_shipped_counters(Path(opts.init)))
     main_params, gain_params, aux_params = _param_groups(model)
     # The per-quality gains set each quality's operating point; at the transforms' learning rate
     # they drift there over thousands of steps, so they get a larger one.
@@ -148,13 +160,15 @@ def train(opts: TrainOptions) -> Path:
     aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
     sampler = CropSampler(images, opts.crop, seed=opts.seed)
     qgen = torch.Generator().manual_seed(opts.seed + 1)
-    counters = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "best_val": math.inf}
+    adam_start = counters["step"]  # a fresh Adam state warms up again from here
     if state is not None:
         model.load_state_dict(state["model"])
         if len(state["opt"]["param_groups"]) == len(opt.param_groups):
             opt.load_state_dict(state["opt"])
+            adam_start = None
         else:
             tqdm.write("optimizer layout changed since the checkpoint: Adam state restarts")
+            adam_start = state["counters"]["step"]
         aux_opt.load_state_dict(state["aux_opt"])
         sampler.load_state(state["sampler"])
         qgen.set_state(state["qgen"])
@@ -189,7 +203,8 @@ def train(opts: TrainOptions) -> Path:
     while not stop["now"] and time.time() - t_start < opts.minutes * 60:
         step = counters["step"]
         for g in opt.param_groups:
-            g["lr"] = opts.lr * guard.lr_scale * g["lr_mult"] * min(1.0, (step + 1) / opts.warmup)
+            warm = 1.0 if adam_start is None else min(1.0, (step - adam_start + 1) / opts.warmup)
+            g["lr"] = opts.lr * guard.lr_scale * g["lr_mult"] * warm
         x = sampler.batch(opts.batch).contiguous(memory_format=memory_format)
         q = 1 + (model.num_qualities - 1) * torch.rand(opts.batch, generator=qgen)
         out = model(x, q)
