@@ -145,8 +145,10 @@ class ANFIC(nn.Module):
     def flow_inverse(self, z2: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:
         """Invert both couplings from (z2, x2); x2 = None means the decoder's zero."""
         x1 = self._run(self.g_s2, z2)
-        if x2 is not None:
-            x1 = x1 + x2
+        return self._invert_first_pair(z2, x1 if x2 is None else x1 + x2)
+
+    def _invert_first_pair(self, z2: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        """(z2, x1) -> x: undo z2 = z1 + g_a2(x1), then x1 = x - g_s1(z1)."""
         z1 = z2 - self._run(self.g_a2, x1)
         return x1 + self._run(self.g_s1, z1)
 
@@ -180,11 +182,9 @@ class ANFIC(nn.Module):
         y_q = torch.round(y - mu) + mu
         y_hat = y + (y_q - y).detach()  # straight-through rounding for the transforms
         z2_hat = y_hat / gain
-        x1_hat = self._run(self.g_s2, z2_hat)
+        x1_hat = self._run(self.g_s2, z2_hat)   # the decoder's x1 (x2 = 0); also defines x2
         x2 = x1 - x1_hat
-        z1_hat = z2_hat - self._run(self.g_a2, x1_hat)
-        x_flow = x1_hat + self._run(self.g_s1, z1_hat)
-        x_hat = self._post(x_flow, quality) + 0.5
+        x_hat = self._post(self._invert_first_pair(z2_hat, x1_hat), quality) + 0.5
         return {"x_hat": x_hat, "x2": x2, "likelihoods": {"y": y_lik, "h": h_lik}}
 
     def _post(self, x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
