@@ -188,7 +188,9 @@ def info(input, as_json):
 @click.option("--width", "N", type=int, default=None, help="Hidden width N of a new run; ignored when resuming.")
 @click.option("--init", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
               help="Start a new run from these weights (e.g. weights/anfic-n128-m256.pt) instead of the DCT warm start.")
-def train(run_dir, data, minutes, batch, crop, lr, bf16, seed, M, N, init):
+@click.option("--lambdas", default=None, metavar="L1,..,L8",
+              help="Give the qualities these rate-distortion lambdas; a resumed or --init run is retargeted.")
+def train(run_dir, data, minutes, batch, crop, lr, bf16, seed, M, N, init, lambdas):
     """Train (or resume training) the model on a folder of photographs."""
     from .models.anfic import ANFICConfig
     from .training.train import TrainOptions, train as run
@@ -196,6 +198,13 @@ def train(run_dir, data, minutes, batch, crop, lr, bf16, seed, M, N, init):
     config.M, config.N = M or config.M, N or config.N
     opts = TrainOptions(run_dir=run_dir, minutes=minutes, batch=batch, crop=crop, lr=lr, bf16=bf16, seed=seed,
                         config=config.to_dict(), init=init)
+    if lambdas is not None:
+        try:
+            opts.lambdas = tuple(float(v) for v in lambdas.split(","))
+        except ValueError:
+            raise click.BadParameter(f"not a comma-separated list of numbers: {lambdas!r}", param_hint="--lambdas")
+        if any(b <= a for a, b in zip(opts.lambdas, opts.lambdas[1:])) or min(opts.lambdas) <= 0:
+            raise click.BadParameter("lambdas must be positive and increasing", param_hint="--lambdas")
     if data is not None:
         opts.data = data
     best = run(opts)

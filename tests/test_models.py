@@ -50,7 +50,23 @@ def test_quality_interpolation_is_monotone():
     q = torch.linspace(1, 8, 29)
     lam = m.lmbda(q)
     assert torch.all(lam[1:] > lam[:-1])
-    assert torch.allclose(m.lmbda(torch.tensor([1.0, 8.0])), torch.tensor([0.0018, 0.18]))
+    lo, hi = m.config.lambdas[0], m.config.lambdas[-1]
+    assert torch.allclose(m.lmbda(torch.tensor([1.0, 8.0])), torch.tensor([lo, hi]))
+
+
+def test_retargeting_keeps_operating_points():
+    m = tiny()
+    old_lambdas = m.config.lambdas
+    with torch.no_grad():
+        m.log_gain.normal_()
+    gain_at = {lam: m.gain(torch.tensor([q + 1.0])).flatten() for q, lam in enumerate(old_lambdas)}
+    # Shift every quality one step down and add one below: the old points reappear one quality up.
+    new = (old_lambdas[0] ** 2 / old_lambdas[1],) + tuple(old_lambdas[:-1])
+    m.retarget_qualities(new)
+    assert torch.allclose(m.lmbda(torch.tensor([1.0, 8.0])), torch.tensor([new[0], new[-1]]))
+    for q, lam in enumerate(new[1:], start=2):
+        assert torch.allclose(m.gain(torch.tensor([float(q)])).flatten(), gain_at[lam], rtol=1e-4, atol=1e-4)
+    assert m.config.lambdas == new and isinstance(m.log_gain, torch.nn.Parameter)
 
 
 def test_config_round_trip():

@@ -29,8 +29,10 @@ from ..exact import ACT_BITS, ExactSequential, to_grid
 from ..layers import (BlockTransformAnalysis, BlockTransformSynthesis, HyperAnalysis, HyperSynthesis,
                       PostFilter, analysis_branch, dct_atoms, synthesis_branch)
 
-# CompressAI's lambdas for its 8 MSE qualities (rate in bits/pixel, MSE on 0..255).
-DEFAULT_LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
+# Rate-distortion trade-off of the 8 qualities (rate in bits/pixel, MSE on 0..255): geometric
+# (x2.18) from 0.0004 to CompressAI's quality-7 lambda, so that quality 1 reaches ~0.15 bpp on
+# Kodak; the top end belongs to the near-lossless mode, which codes the flow's residual instead.
+DEFAULT_LAMBDAS = (0.0004, 0.00087, 0.0019, 0.0041, 0.0090, 0.0196, 0.0427, 0.0932)
 LOG_SCALE_MIN, LOG_SCALE_MAX = -4.0, 6.0
 
 
@@ -118,6 +120,28 @@ class ANFIC(nn.Module):
         lo = pos.floor().long().clamp(max=self.num_qualities - 2)
         frac = (pos - lo.float()).view(-1, *([1] * (table.dim() - 1)))
         return table[lo] * (1 - frac) + table[lo + 1] * frac
+
+    def retarget_qualities(self, lambdas: tuple) -> None:
+        """Give the qualities new lambdas, keeping the model's behaviour at each lambda.
+
+        Every per-quality table (latent gains, post-filter strength) is interpolated
+        linearly in log-lambda, and extrapolated beyond the old end points, so that a
+        trained model continues from its current operating points instead of a cold start.
+        """
+        old = self.log_lambdas.double()
+        new = torch.log(torch.tensor(lambdas, dtype=torch.float64))
+        hi = torch.searchsorted(old, new).clamp(1, len(old) - 1)
+        frac = ((new - old[hi - 1]) / (old[hi] - old[hi - 1])).float()
+
+        def remap(table: torch.Tensor) -> torch.Tensor:
+            f = frac.view(-1, *([1] * (table.dim() - 1)))
+            return table[hi - 1] * (1 - f) + table[hi] * f
+
+        with torch.no_grad():
+            self.log_gain.data = remap(self.log_gain.data)
+            self.post_filter.strength.data = remap(self.post_filter.strength.data)
+            self.log_lambdas.data = new.float()
+        self.config.lambdas = tuple(lambdas)
 
     def gain(self, quality: torch.Tensor) -> torch.Tensor:
         return torch.exp(self._interp(self.log_gain, quality))[:, :, None, None]

@@ -47,6 +47,7 @@ class TrainOptions:
     val_minutes: float = 10.0
     log_every: int = 50
     init: Path | None = None   # start from these weights instead of the DCT warm start
+    lambdas: tuple | None = None  # retarget the qualities of a resumed or initialised run
     config: dict | None = None
 
 
@@ -121,11 +122,17 @@ def _param_groups(model):
     return main, gains, aux
 
 
-def _shipped_counters(weights: Path) -> dict:
-    """Continue the step and CPU-time record of shipped weights (from their manifest entry)."""
+def _shipped_entry(weights: Path) -> dict:
+    """The manifest entry of shipped weights, or {} for a loose weights file."""
     try:
-        entry = next(e for e in manifest(weights.parent)["models"].values() if e["file"] == weights.name)
+        return next(e for e in manifest(weights.parent)["models"].values() if e["file"] == weights.name)
     except (ModelNotFound, StopIteration):
+        return {}
+
+
+def _shipped_counters(entry: dict) -> dict:
+    """Continue the step and CPU-time record of shipped weights."""
+    if "training" not in entry:
         return {}
     t = entry["training"]
     return {"step": t["steps"], "cpu_seconds": t["cpu_hours"] * 3600, "wall_seconds": t["wall_hours"] * 3600}
@@ -145,13 +152,16 @@ def train(opts: TrainOptions) -> Path:
 
     config = (opts.config or ANFICConfig().to_dict())
     state = torch.load(last, map_location="cpu", weights_only=False) if last.exists() else None
+    shipped = _shipped_entry(Path(opts.init)) if state is None and opts.init is not None else {}
     if state is not None:
         config = state["config"]
+    elif "config" in shipped:
+        config = shipped["config"]  # the weights' own architecture and qualities
     model = build_model(config)
     counters = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "best_val": math.inf}
     if state is None and opts.init is not None:
         model.load_state_dict(load_state_dict_file(opts.init))
-        counters.update(_shipped_counters(Path(opts.init)))
+        counters.update(_shipped_counters(shipped))
     main_params, gain_params, aux_params = _param_groups(model)
     # The per-quality gains set each quality's operating point; at the transforms' learning rate
     # they drift there over thousands of steps, so they get a larger one.
@@ -173,6 +183,11 @@ def train(opts: TrainOptions) -> Path:
         sampler.load_state(state["sampler"])
         qgen.set_state(state["qgen"])
         counters.update(state["counters"])
+    if opts.lambdas is not None and tuple(opts.lambdas) != tuple(model.config.lambdas):
+        tqdm.write(f"qualities retargeted: lambdas {list(model.config.lambdas)} -> {list(opts.lambdas)}")
+        model.retarget_qualities(tuple(opts.lambdas))
+        config = {**config, "lambdas": list(opts.lambdas)}
+        counters["best_val"] = math.inf  # validation losses at other lambdas do not compare
     if opts.bf16 and _cpu_bf16_supported():
         model.autocast_dtype = torch.bfloat16
     memory_format = torch.channels_last if opts.channels_last else torch.contiguous_format
