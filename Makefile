@@ -5,7 +5,7 @@ BIN      = $(VENV)/bin
 DATA    ?= ../shared/data
 MINUTES ?= 60
 
-.PHONY: install demo test test-fast bench train export clean fuzz determinism
+.PHONY: install demo test test-fast bench bench-generations train export clean fuzz determinism
 
 $(BIN)/anfcodec: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -38,8 +38,12 @@ export: install  ## ship the best checkpoint of runs/$(RUN) as weights/
 clean:
 	rm -rf examples/sample.anf examples/sample-decoded.png .pytest_cache
 
-bench: install  ## Kodak RD curves + BD-rates vs JPEG/WebP/AVIF/JPEG XL -> docs/bench/
+bench: install  ## Kodak RD curves + BD-rates vs JPEG/WebP/AVIF/JPEG XL, and re-encoding generations -> docs/bench/
 	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench $(BENCH_ARGS)
+	$(MAKE) bench-generations
+
+bench-generations: install  ## 10 re-encoding generations on 8 Kodak images vs JPEG/WebP -> docs/bench/generations.*
+	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --generations 10 --qualities 2,5,8 --limit 8
 
 fuzz: install  ## the long hostile-input run (issue: reliability): 20000 cases per mutation strategy
 	FUZZ_EXAMPLES=20000 $(BIN)/python -m pytest -q tests/test_fuzz.py --hypothesis-show-statistics

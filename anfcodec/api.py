@@ -52,19 +52,23 @@ def _hyper_tables(model) -> ec.FactorizedTables:
 
 
 def encode(image, quality: float = 3, model_id: str | None = None, device: str | None = None,
-           max_pixels: int = DEFAULT_MAX_PIXELS, strip: bool = False) -> bytes:
+           max_pixels: int = DEFAULT_MAX_PIXELS, strip: bool = False, refine: int | None = None) -> bytes:
     """Compress an image (path, bytes, PIL image or uint8 array) into .anf bytes.
 
     ``strip`` drops the ICC profile and EXIF, which are otherwise carried.
+    ``refine`` is the number of encoder refinement steps (see ``ANFIC.refine``); each costs
+    about one decode. None picks the model's default for the quality.
     """
     quality = check_quality(quality)
     pic, model, x = _prepare(image, model_id, device, max_pixels, strip)
-    return _pack(pic, model, quality, model.compress(x, quality))
+    steps = model.default_refine(quality) if refine is None else refine
+    return _pack(pic, model, quality, model.compress(x, quality, steps))
 
 
 def encode_to_target(image, target_bpp: float | None = None, max_bytes: int | None = None,
                      target_psnr: float | None = None, model_id: str | None = None, device: str | None = None,
-                     max_pixels: int = DEFAULT_MAX_PIXELS, strip: bool = False) -> tuple[bytes, RateReport]:
+                     max_pixels: int = DEFAULT_MAX_PIXELS, strip: bool = False,
+                     refine: int | None = None) -> tuple[bytes, RateReport]:
     """Compress at the quality that meets one target: a rate (bpp), a size cap (bytes) or a PSNR (dB).
 
     Raises ``TargetError`` when ``max_bytes`` cannot be met; other targets that
@@ -80,7 +84,8 @@ def encode_to_target(image, target_bpp: float | None = None, max_bytes: int | No
     def trial(k: int):
         if k not in trials:
             q = k / fmt.QUALITY_SCALE
-            sym = model.quantize(z2, q)
+            steps = model.default_refine(q) if refine is None else refine
+            sym = model.quantize(model.refine(x, z2, q, steps), q)
             data = _pack(pic, model, q, sym)
             p = None
             if target_psnr is not None:
@@ -124,7 +129,7 @@ def _to_rgb8(x: torch.Tensor, width: int, height: int) -> np.ndarray:
 def symbols_to_chunks(model, sym: Symbols) -> list[tuple[bytes, bytes]]:
     scale_index = sym.scale_index.cpu().numpy()
     scales = model.scale_values().cpu().numpy()[scale_index]
-    bound, stream = ec.encode_latent(sym.latent.cpu().numpy(), scales)
+    bound, stream = ec.encode_latent(sym.latent.cpu().numpy(), scales, sym.offset.cpu().numpy())
     return [
         (b"HLAT", _hyper_tables(model).encode(sym.hyper.cpu().numpy())),
         (b"LATN", fmt.pack_latent(bound, ec.index_checksum(scale_index), stream)),
@@ -184,18 +189,19 @@ def chunks_to_symbols(model, c: fmt.Container) -> Symbols:
     except ec.EntropyCodingError as e:
         raise DecodeError(f"HLAT: {e}") from None
     try:
-        scale_index, _ = model.hyper_decode(torch.from_numpy(h_sym).to(device))
+        scale_index, mu = model.hyper_decode(torch.from_numpy(h_sym).to(device))
     except ExactnessError:
         raise DecodeError("HLAT: hyperlatent values out of range (corrupt stream)") from None
     scale_index = scale_index[0].cpu().numpy()
+    offset = model.coding_offset(mu)[0]
     bound, crc, stream = fmt.unpack_latent(c.chunk(b"LATN"))
     if ec.index_checksum(scale_index) != crc:
         raise DecodeError("decoder/encoder mismatch: the rebuilt entropy parameters differ from the encoder's "
                           "(file written by different weights or a non-deterministic platform)")
     scales = model.scale_values().cpu().numpy()[scale_index]
     try:
-        y_sym = ec.decode_latent(stream, bound, scales)
+        y_sym = ec.decode_latent(stream, bound, scales, offset.cpu().numpy())
     except ec.EntropyCodingError as e:
         raise DecodeError(f"LATN: {e}") from None
     return Symbols(torch.from_numpy(h_sym).to(device), torch.from_numpy(y_sym).to(device),
-                   torch.from_numpy(scale_index).to(device))
+                   torch.from_numpy(scale_index).to(device), offset)

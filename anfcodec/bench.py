@@ -69,11 +69,11 @@ def _anf_point(path: Path, quality: float, tmp: Path, runner, main) -> tuple[int
 
 
 def run(folder: Path, out: Path, qualities: list[float], classical: bool = True, anchors: Path | None = None,
-        reuse_classical: bool = False, classical_from: Path | None = None) -> dict:
+        reuse_classical: bool = False, classical_from: Path | None = None, limit: int | None = None) -> dict:
     from click.testing import CliRunner
     from .cli import main
 
-    images = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() == ".png")
+    images = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() == ".png")[:limit]
     if not images:
         raise SystemExit(f"no PNG images in {folder}")
     codecs: dict[str, dict] = {}

@@ -190,14 +190,16 @@ def info(input, as_json):
               help="Start a new run from these weights (e.g. weights/anfic-n128-m256.pt) instead of the DCT warm start.")
 @click.option("--lambdas", default=None, metavar="L1,..,L8",
               help="Give the qualities these rate-distortion lambdas; a resumed or --init run is retargeted.")
-def train(run_dir, data, minutes, batch, crop, lr, bf16, seed, M, N, init, lambdas):
+@click.option("--quantizer", type=click.Choice(["fixed", "mean"]), default=None,
+              help="Switch the run's latent quantizer [default: the run's own; 'fixed' for new runs].")
+def train(run_dir, data, minutes, batch, crop, lr, bf16, seed, M, N, init, lambdas, quantizer):
     """Train (or resume training) the model on a folder of photographs."""
     from .models.anfic import ANFICConfig
     from .training.train import TrainOptions, train as run
     config = ANFICConfig()
     config.M, config.N = M or config.M, N or config.N
     opts = TrainOptions(run_dir=run_dir, minutes=minutes, batch=batch, crop=crop, lr=lr, bf16=bf16, seed=seed,
-                        config=config.to_dict(), init=init)
+                        config=config.to_dict(), init=init, quantizer=quantizer)
     if lambdas is not None:
         try:
             opts.lambdas = tuple(float(v) for v in lambdas.split(","))
@@ -223,12 +225,34 @@ def train(run_dir, data, minutes, batch, crop, lr, bf16, seed, M, N, init, lambd
               help="Take the classical curves from this JSON (anchors format) instead of running the codecs.")
 @click.option("--anchors", type=click.Path(path_type=Path), default=Path("../shared/anchors/kodak_measured.json"),
               show_default=True, help="Published/measured curves to cross-check against (skipped if absent).")
-def bench(folder, out, qualities, classical, reuse_classical, classical_from, anchors):
-    """Measure RD curves, BD-rates and timings on a folder of PNG images."""
-    from .bench import markdown, run
+@click.option("--generations", type=click.IntRange(0), default=0, metavar="N",
+              help="Instead of RD curves: re-encode N times at each quality, against JPEG and WebP at matched rates.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first LIMIT images.")
+def bench(folder, out, qualities, classical, reuse_classical, classical_from, anchors, generations, limit):
+    """Measure RD curves, BD-rates and timings on a folder of PNG images.
+
+    \b
+    With --generations N it measures re-encoding instead: decode and re-encode
+    N times, PSNR against the original after each generation, written to
+    OUT/generations.json and OUT/generations.md.
+    """
     qs = [float(q) for q in qualities.split(",") if q.strip()]
+    if generations:
+        import json
+        from . import generations as gen
+        images = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")[:limit]
+        if not images:
+            raise click.ClickException(f"no PNG images in {folder}")
+        result = gen.run(images, qs, generations)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "generations.json").write_text(json.dumps(result, indent=1))
+        (out / "generations.md").write_text(gen.markdown(result))
+        click.echo(gen.markdown(result))
+        click.echo(f"wrote {out}/generations.json, generations.md")
+        return
+    from .bench import markdown, run
     result = run(folder, out, qs, classical=classical, anchors=anchors, reuse_classical=reuse_classical,
-                 classical_from=classical_from)
+                 classical_from=classical_from, limit=limit)
     click.echo(markdown(result))
     click.echo(f"wrote {out}/bench.json, bench.md, rd.png")
 

@@ -2,8 +2,8 @@
 
 Both streams are vectorized: the latent is one ``QuantizedGaussian`` call for
 the whole tensor (each symbol's scale is a snapped entry of the model's fixed
-scale table, so encoder and decoder build bit-identical tables from identical
-float64 inputs); the hyperlatent is one ``Categorical`` call per channel,
+scale table and its mean a fixed-point value from the exact hyper path, so
+encoder and decoder build bit-identical tables from identical float64 inputs); the hyperlatent is one ``Categorical`` call per channel,
 from the integer CDF tables frozen in the weights.
 
 Escape path: values outside a model's alphabet are coded as the alphabet's
@@ -94,15 +94,21 @@ def latent_bound(symbols: np.ndarray) -> int:
     return max(1, min(peak, LATENT_BOUND_CAP))
 
 
-def encode_latent(symbols: np.ndarray, scales: np.ndarray) -> tuple[int, bytes]:
-    """Symbols (int) and per-symbol scales (float64), same shape -> (bound, payload)."""
+def _means(means: np.ndarray | None, std: np.ndarray) -> np.ndarray:
+    if means is None:
+        return np.zeros_like(std)
+    return np.ascontiguousarray(means.reshape(-1), dtype=np.float64)
+
+
+def encode_latent(symbols: np.ndarray, scales: np.ndarray, means: np.ndarray | None = None) -> tuple[int, bytes]:
+    """Symbols (int), per-symbol scales and means (float64, |mean| <= 0.5), same shape -> (bound, payload)."""
     sym = symbols.reshape(-1).astype(np.int64)
     std = np.ascontiguousarray(scales.reshape(-1), dtype=np.float64)
     bound = latent_bound(sym)
     clipped = np.clip(sym, -bound, bound).astype(np.int32)
     enc = _queue.RangeEncoder()
     if sym.size:
-        enc.encode(clipped, _model.QuantizedGaussian(-bound, bound), np.zeros_like(std), std)
+        enc.encode(clipped, _model.QuantizedGaussian(-bound, bound), _means(means, std), std)
     if bound == LATENT_BOUND_CAP:  # the alphabet's edge is the escape symbol
         edge = np.abs(sym) >= bound
         _encode_u32(enc, np.abs(sym[edge]) - bound)
@@ -110,12 +116,12 @@ def encode_latent(symbols: np.ndarray, scales: np.ndarray) -> tuple[int, bytes]:
 
 
 @_guarded
-def decode_latent(payload: bytes, bound: int, scales: np.ndarray) -> np.ndarray:
+def decode_latent(payload: bytes, bound: int, scales: np.ndarray, means: np.ndarray | None = None) -> np.ndarray:
     if not 1 <= bound <= LATENT_BOUND_CAP:
         raise EntropyCodingError(f"latent bound {bound} out of range")
     std = np.ascontiguousarray(scales.reshape(-1), dtype=np.float64)
     dec = _decoder(payload)
-    sym = dec.decode(_model.QuantizedGaussian(-bound, bound), np.zeros_like(std), std).astype(np.int64)
+    sym = dec.decode(_model.QuantizedGaussian(-bound, bound), _means(means, std), std).astype(np.int64)
     edge = np.abs(sym) == bound
     if bound == LATENT_BOUND_CAP and edge.any():
         # Only a capped alphabet escapes; the extra magnitude follows in the stream.

@@ -48,6 +48,7 @@ class TrainOptions:
     log_every: int = 50
     init: Path | None = None   # start from these weights instead of the DCT warm start
     lambdas: tuple | None = None  # retarget the qualities of a resumed or initialised run
+    quantizer: str | None = None  # switch a run's latent quantizer ("fixed" or "mean")
     config: dict | None = None
 
 
@@ -188,6 +189,11 @@ def train(opts: TrainOptions) -> Path:
         model.retarget_qualities(tuple(opts.lambdas))
         config = {**config, "lambdas": list(opts.lambdas)}
         counters["best_val"] = math.inf  # validation losses at other lambdas do not compare
+    if opts.quantizer is not None and opts.quantizer != model.config.quantizer:
+        tqdm.write(f"quantizer: {model.config.quantizer} -> {opts.quantizer}")
+        model.config.quantizer = opts.quantizer
+        config = {**config, "quantizer": opts.quantizer}
+        counters["best_val"] = math.inf
     if opts.bf16 and _cpu_bf16_supported():
         model.autocast_dtype = torch.bfloat16
     memory_format = torch.channels_last if opts.channels_last else torch.contiguous_format
