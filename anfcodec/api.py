@@ -6,6 +6,7 @@ image I/O (imageio) -> model.compress (models/) -> range coding
 """
 from __future__ import annotations
 
+import warnings
 import zlib
 
 import numpy as np
@@ -14,6 +15,7 @@ from PIL import Image
 
 from . import container as fmt
 from . import entropy_coding as ec
+from . import residual
 from .exact import ExactnessError
 from .imageio import (DEFAULT_MAX_PIXELS, ImageError, decode_plane, encode_plane, join_image, open_image, pad_edge,
                       split_image)
@@ -52,17 +54,34 @@ def _hyper_tables(model) -> ec.FactorizedTables:
 
 
 def encode(image, quality: float = 3, model_id: str | None = None, device: str | None = None,
-           max_pixels: int = DEFAULT_MAX_PIXELS, strip: bool = False, refine: int | None = None) -> bytes:
+           max_pixels: int = DEFAULT_MAX_PIXELS, strip: bool = False, refine: int | None = None,
+           max_error: int | None = None) -> bytes:
     """Compress an image (path, bytes, PIL image or uint8 array) into .anf bytes.
 
     ``strip`` drops the ICC profile and EXIF, which are otherwise carried.
     ``refine`` is the number of encoder refinement steps (see ``ANFIC.refine``); each costs
     about one decode. None picks the model's default for the quality.
+    ``max_error`` adds the near-lossless layer: every sample decodes within this many
+    levels of the input (0 = lossless); ``quality`` then sets the lossy base layer.
     """
     quality = check_quality(quality)
     pic, model, x = _prepare(image, model_id, device, max_pixels, strip)
     steps = model.default_refine(quality) if refine is None else refine
-    return _pack(pic, model, quality, model.compress(x, quality, steps))
+    sym = model.compress(x, quality, steps)
+    extra = []
+    if max_error is not None:
+        h, w = pic.rgb.shape[:2]
+        lossy = _to_rgb8(model.decompress(sym, quality), w, h)
+        extra.append((fmt.RESIDUAL_CHUNK, residual.encode(_planes(pic.rgb, pic.mode), _planes(lossy, pic.mode),
+                                                          max_error).pack()))
+    return _pack(pic, model, quality, sym, extra)
+
+
+def _planes(rgb: np.ndarray, mode: str) -> np.ndarray:
+    """The planes the near-lossless layer corrects: the one gray plane of L/LA images, else RGB."""
+    if mode in ("L", "LA"):
+        return np.asarray(Image.fromarray(rgb, "RGB").convert("L"))[..., None]
+    return rgb
 
 
 def encode_to_target(image, target_bpp: float | None = None, max_bytes: int | None = None,
@@ -108,10 +127,10 @@ def _prepare(image, model_id, device, max_pixels, strip):
     return pic, model, pad_edge(x, model.pad_multiple)
 
 
-def _pack(pic, model, quality: float, sym: Symbols) -> bytes:
+def _pack(pic, model, quality: float, sym: Symbols, extra: list | None = None) -> bytes:
     h, w = pic.rgb.shape[:2]
     header = fmt.Header(model.model_id, model.weights_hash, quality, w, h, pic.mode, model.pad_multiple)
-    chunks = symbols_to_chunks(model, sym)
+    chunks = symbols_to_chunks(model, sym) + (extra or [])
     if pic.alpha is not None:
         chunks.append((fmt.ALPHA_CHUNK, encode_plane(pic.alpha)))
     if pic.icc_profile:
@@ -158,7 +177,21 @@ def decode(data: bytes, device: str | None = None, max_pixels: int = DEFAULT_MAX
             raise DecodeError(f"ALPH: {e}") from None
     sym = chunks_to_symbols(model, c)
     rgb = _to_rgb8(model.decompress(sym, hd.quality), hd.width, hd.height)
+    if any(t == fmt.RESIDUAL_CHUNK for t, _ in c.chunks):
+        rgb = _apply_residual(c.chunk(fmt.RESIDUAL_CHUNK), rgb, hd.mode)
     return join_image(rgb, hd.mode, alpha, _metadata(c, fmt.ICC_CHUNK), _metadata(c, fmt.EXIF_CHUNK))
+
+
+def _apply_residual(payload: bytes, rgb: np.ndarray, mode: str) -> np.ndarray:
+    try:
+        res = residual.Residual.unpack(payload)
+        planes, exact = residual.decode(res, _planes(rgb, mode))
+    except (residual.ResidualError, ec.EntropyCodingError) as e:
+        raise DecodeError(f"RESI: {e}") from None
+    if not exact:
+        warnings.warn("the lossy layer decoded differently from the encoder's on this machine: "
+                      f"a few samples may be off by {res.tau + 1} instead of at most {res.tau}")
+    return np.repeat(planes, 3, axis=2) if planes.shape[2] == 1 else planes
 
 
 def _metadata(c: fmt.Container, ctype: bytes) -> bytes | None:

@@ -6,6 +6,7 @@ traceback; set ANFCODEC_DEBUG=1 for one), 2 usage error.
 from __future__ import annotations
 
 import json
+import warnings
 import os
 import sys
 from pathlib import Path
@@ -72,13 +73,21 @@ def main():
     Quality runs from 1 (smallest files) to 8 (best fidelity) and may be
     fractional, e.g. 4.5. Use "-" as a path to read stdin or write stdout.
     """
+    # Warnings (16-bit input reduced, near-lossless bound not reproducible, ...) as one plain line.
+    warnings.showwarning = lambda message, *_a, **_k: click.echo(f"warning: {message}", err=True)
 
 
 @main.command()
 @click.argument("input", metavar="IN")
 @click.option("-o", "--output", required=True, metavar="OUT", help="The .anf file to write ('-' for stdout).")
-@click.option("-q", "--quality", type=click.FloatRange(1, 8), default=3, show_default=True,
-              help="1 = smallest file, 8 = highest fidelity; fractions allowed.")
+@click.option("-q", "--quality", type=click.FloatRange(1, 8), default=None,
+              help="1 = smallest file, 8 = highest fidelity; fractions allowed.  [default: 3; 8 with --max-error]")
+@click.option("--max-error", type=click.IntRange(0, 127), default=None, metavar="N",
+              help="Near-lossless: every sample decodes within N levels of the input (adds a residual layer).")
+@click.option("--lossless", is_flag=True, help="Same as --max-error 0: the decoded pixels equal the input's.")
+@click.option("--refine", type=click.IntRange(0, 8), default=None, metavar="STEPS",
+              help="Encoder refinement steps, each about one decode of time [default: 1 at qualities where it "
+                   "pays off in rate-distortion, else 0].")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
               help="Where the model runs [default: cuda if available, else cpu].")
 @click.option("--model", "model_id", default=None, help="Model id from weights/manifest.json [default: the shipped default].")
@@ -91,7 +100,8 @@ def main():
               help="Pick the lowest quality that reaches this PSNR (dB) on the image.")
 @click.option("--strip", is_flag=True, help="Drop the ICC profile and EXIF instead of carrying them.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUT if it exists.")
-def encode(input, output, quality, device, model_id, max_pixels, target_bpp, max_bytes, target_psnr, strip, force):
+def encode(input, output, quality, max_error, lossless, refine, device, model_id, max_pixels, target_bpp, max_bytes,
+           target_psnr, strip, force):
     """Compress the image IN (PNG, JPEG, TIFF, ...) into an .anf file.
 
     Grayscale comes back as grayscale, alpha is kept losslessly, the ICC
@@ -100,23 +110,35 @@ def encode(input, output, quality, device, model_id, max_pixels, target_bpp, max
     Rate control: --target-bpp, --max-bytes or --target-psnr search the
     continuous quality by bisection (about 11 trials) and report what they
     reached on stderr.
+
+    Near-lossless: --max-error N guarantees every decoded sample is within N
+    levels of the input (--lossless: exactly equal), at a higher rate.
     """
     targets = {k: v for k, v in (("target_bpp", target_bpp), ("max_bytes", max_bytes), ("target_psnr", target_psnr))
                if v is not None}
     if len(targets) > 1:
         raise click.UsageError("give at most one of --target-bpp, --max-bytes, --target-psnr")
+    if lossless:
+        if max_error not in (None, 0):
+            raise click.UsageError("--lossless contradicts --max-error")
+        max_error = 0
+    if targets and (max_error is not None or quality is not None):
+        raise click.UsageError("a rate or PSNR target picks the quality itself; drop --quality/--max-error")
+    if quality is None:
+        quality = 8 if max_error is not None else 3
     _check_output(input, output, force)
     from .imageio import DEFAULT_MAX_PIXELS
     from . import api
     raw = _read_input(input)
-    common = dict(model_id=model_id, device=device, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, strip=strip)
+    common = dict(model_id=model_id, device=device, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, strip=strip,
+                  refine=refine)
     try:
         if targets:
             data, report = api.encode_to_target(raw, **targets, **common)
             click.echo(("reached " if report.met else "warning: target not met, closest is ") + report.describe(),
                        err=True)
         else:
-            data = api.encode(raw, quality=quality, **common)
+            data = api.encode(raw, quality=quality, max_error=max_error, **common)
     except Exception as e:  # bad input must end in one line and exit 1, never a traceback
         _fail(e, input)
     _write_output(output, data)
@@ -166,6 +188,9 @@ def info(input, as_json):
     click.echo(f"  model     {d['model_id']} (weights {d['weights_hash']})")
     click.echo(f"  image     {d['width']}x{d['height']} {d['mode']}, padded to a multiple of {d['pad_multiple']}")
     click.echo(f"  quality   {d['quality']:g}")
+    if d["max_error"] is not None:
+        click.echo("  fidelity  " + ("lossless" if d["max_error"] == 0 else
+                                    f"near-lossless: every sample within {d['max_error']} of the original"))
     if d["metadata"]:
         click.echo(f"  metadata  {', '.join(d['metadata'])}")
     for ch in d["chunks"]:

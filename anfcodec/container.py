@@ -23,8 +23,9 @@ QUALITY_SCALE = 256          # quality is stored as u16 fixed point 8.8
 MAX_CHUNK = 1 << 30
 HEADER_CHUNK, END_CHUNK = b"HEAD", b"IEND"
 ALPHA_CHUNK = b"ALPH"                 # critical: skipping it would silently lose the alpha channel
+RESIDUAL_CHUNK = b"RESI"              # critical: the near-lossless layer (see residual.py)
 ICC_CHUNK, EXIF_CHUNK = b"iccp", b"exif"   # ancillary metadata
-KNOWN_CRITICAL = {b"HEAD", b"HLAT", b"LATN", ALPHA_CHUNK, b"IEND"}
+KNOWN_CRITICAL = {b"HEAD", b"HLAT", b"LATN", ALPHA_CHUNK, RESIDUAL_CHUNK, b"IEND"}
 
 
 class FormatError(ValueError):
@@ -163,6 +164,7 @@ def describe(data: bytes) -> dict:
     c = unpack(data)
     h = c.header
     pixels = h.width * h.height
+    resi = [p for t, p in c.chunks if t == RESIDUAL_CHUNK]
     return {
         "format_version": FORMAT_VERSION,
         "file_bytes": len(data),
@@ -170,6 +172,7 @@ def describe(data: bytes) -> dict:
         **h.to_json(),
         "metadata": [name for ctype, name in ((ALPHA_CHUNK, "alpha channel (lossless)"), (ICC_CHUNK, "ICC profile"),
                                                 (EXIF_CHUNK, "EXIF")) if any(t == ctype for t, _ in c.chunks)],
+        "max_error": resi[0][0] if resi and resi[0] else None,  # RESI's first byte; None = lossy
         "chunks": [{"type": t.decode(), "bytes": len(p)} for t, p in c.chunks],
     }
 

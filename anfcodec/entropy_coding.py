@@ -182,3 +182,34 @@ class FactorizedTables:
         values = out + self.offset[:, None]
         values[esc] = _unzigzag(_decode_u32(dec, int(esc.sum())))
         return values.astype(np.int32).reshape(shape)
+
+
+# -- near-lossless residuals: Laplace with per-block scales ---------------------------
+
+RESIDUAL_SCALES = np.round(np.exp(np.linspace(np.log(0.04), np.log(64.0), 64)) * 2**16) / 2**16
+_SCALE_INDEX = _model.Uniform(len(RESIDUAL_SCALES))
+
+
+def encode_residual(symbols: np.ndarray, scale_index: np.ndarray, per_index: int) -> tuple[int, bytes]:
+    """Residual symbols [n * per_index] (int, |s| < 2^15) and one scale index per run of
+    ``per_index`` symbols -> (bound, payload): the indices, then the symbols, in one stream."""
+    sym = symbols.reshape(-1).astype(np.int32)
+    bound = max(1, int(np.abs(sym).max(initial=0)))
+    enc = _queue.RangeEncoder()
+    enc.encode(scale_index.reshape(-1).astype(np.int32), _SCALE_INDEX)
+    scales = np.repeat(RESIDUAL_SCALES[scale_index.reshape(-1)], per_index)
+    if sym.size:
+        enc.encode(sym, _model.QuantizedLaplace(-bound, bound), np.zeros_like(scales), scales)
+    return bound, _to_bytes(enc.get_compressed())
+
+
+@_guarded
+def decode_residual(payload: bytes, bound: int, count: int, per_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of ``encode_residual``: (symbols [count * per_index], scale indices [count])."""
+    if not 1 <= bound < 1 << 15:
+        raise EntropyCodingError(f"residual bound {bound} out of range")
+    dec = _decoder(payload)
+    index = dec.decode(_SCALE_INDEX, count).astype(np.int64)
+    scales = np.repeat(RESIDUAL_SCALES[index], per_index)
+    sym = dec.decode(_model.QuantizedLaplace(-bound, bound), np.zeros_like(scales), scales)
+    return sym.astype(np.int32), index

@@ -1,0 +1,71 @@
+"""Near-lossless layer: the error bound holds in every sample, lossless is exact, damage is reported."""
+import numpy as np
+import pytest
+
+import anfcodec
+from anfcodec import api, residual
+from anfcodec import container as fmt
+from conftest import run_cli, synthetic_image
+
+
+@pytest.mark.parametrize("tau", [0, 1, 2, 5])
+def test_bound_holds_including_clipped_extremes(tau):
+    rng = np.random.default_rng(tau)
+    original = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    original[:5] = 0
+    original[-5:] = 255
+    lossy = np.clip(original.astype(int) + rng.integers(-40, 41, original.shape), 0, 255).astype(np.uint8)
+    res = residual.Residual.unpack(residual.encode(original, lossy, tau).pack())
+    out, exact = residual.decode(res, lossy)
+    assert exact and np.abs(out.astype(int) - original).max() <= tau
+    if tau == 0:
+        assert np.array_equal(out, original)
+
+
+def test_lossy_mismatch_is_detected():
+    rng = np.random.default_rng(0)
+    original = rng.integers(0, 256, (16, 16, 1), dtype=np.uint8)
+    lossy = original // 2
+    res = residual.encode(original, lossy, 1)
+    other = lossy.copy()
+    other[3, 4, 0] += 1
+    _, exact = residual.decode(res, other)
+    assert not exact
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
+def test_lossless_through_the_api(mode):
+    img = synthetic_image(70, 45, seed=3).convert(mode)
+    data = anfcodec.encode(img, quality=6, max_error=0)
+    out = anfcodec.decode(data)
+    assert out.mode == mode and np.array_equal(np.asarray(out), np.asarray(img))
+    assert fmt.describe(data)["max_error"] == 0
+
+
+def test_near_lossless_rate_between_lossy_and_lossless(small_image):
+    lossy = len(anfcodec.encode(small_image, quality=8))
+    near = anfcodec.encode(small_image, quality=8, max_error=2)
+    exact = len(anfcodec.encode(small_image, quality=8, max_error=0))
+    assert lossy < len(near) < exact
+    err = np.abs(np.asarray(anfcodec.decode(near)).astype(int) - np.asarray(small_image)).max()
+    assert err <= 2
+
+
+def test_corrupt_residual_is_a_clean_error(small_image):
+    c = fmt.unpack(anfcodec.encode(small_image, quality=4, max_error=1))
+    chunks = [(t, p) for t, p in c.chunks if t != fmt.RESIDUAL_CHUNK] + [(fmt.RESIDUAL_CHUNK, b"\x01")]
+    with pytest.raises(api.DecodeError, match="RESI"):
+        anfcodec.decode(fmt.pack(fmt.Container(c.header, chunks)))
+
+
+def test_cli_lossless(tmp_path, small_image):
+    src, anf, png = tmp_path / "in.png", tmp_path / "x.anf", tmp_path / "out.png"
+    small_image.save(src)
+    r = run_cli("encode", src, "-o", anf, "--lossless")
+    assert r.returncode == 0, r.stderr
+    assert b"lossless" in run_cli("info", anf).stdout
+    assert run_cli("decode", anf, "-o", png).returncode == 0
+    from PIL import Image
+    assert np.array_equal(np.asarray(Image.open(png)), np.asarray(small_image))
+    r = run_cli("encode", src, "-o", tmp_path / "y.anf", "--lossless", "--max-error", "2")
+    assert r.returncode == 2 and b"contradicts" in r.stderr
