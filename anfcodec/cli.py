@@ -78,8 +78,12 @@ def main():
 
 
 @main.command()
-@click.argument("input", metavar="IN")
-@click.option("-o", "--output", required=True, metavar="OUT", help="The .anf file to write ('-' for stdout).")
+@click.argument("inputs", metavar="IN...", nargs=-1, required=True)
+@click.option("-o", "--output", default=None, metavar="OUT", help="The .anf file to write ('-' for stdout).")
+@click.option("--out-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Batch mode: write <name>.anf for every input (and every image in an IN folder) here.")
+@click.option("-j", "--jobs", type=click.IntRange(1), default=1, show_default=True,
+              help="Batch mode: parallel worker processes (each gets cores/jobs threads).")
 @click.option("-q", "--quality", type=click.FloatRange(1, 8), default=None,
               help="1 = smallest file, 8 = highest fidelity; fractions allowed.  [default: 3; 8 with --max-error]")
 @click.option("--max-error", type=click.IntRange(0, 127), default=None, metavar="N",
@@ -100,9 +104,14 @@ def main():
               help="Pick the lowest quality that reaches this PSNR (dB) on the image.")
 @click.option("--strip", is_flag=True, help="Drop the ICC profile and EXIF instead of carrying them.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUT if it exists.")
-def encode(input, output, quality, max_error, lossless, refine, device, model_id, max_pixels, target_bpp, max_bytes,
-           target_psnr, strip, force):
+def encode(inputs, output, out_dir, jobs, quality, max_error, lossless, refine, device, model_id, max_pixels, target_bpp,
+           max_bytes, target_psnr, strip, force):
     """Compress the image IN (PNG, JPEG, TIFF, ...) into an .anf file.
+
+    \b
+    Batch mode: several inputs or folders with --out-dir, e.g.
+      anfcodec encode photos/ extra.png --out-dir anf/ --jobs 2 -q 4
+    A bad file is reported and skipped; the exit code is 1 if any failed.
 
     Grayscale comes back as grayscale, alpha is kept losslessly, the ICC
     profile and EXIF are carried (unless --strip), EXIF orientation is applied.
@@ -126,12 +135,17 @@ def encode(input, output, quality, max_error, lossless, refine, device, model_id
         raise click.UsageError("a rate or PSNR target picks the quality itself; drop --quality/--max-error")
     if quality is None:
         quality = 8 if max_error is not None else 3
-    _check_output(input, output, force)
     from .imageio import DEFAULT_MAX_PIXELS
-    from . import api
-    raw = _read_input(input)
     common = dict(model_id=model_id, device=device, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, strip=strip,
                   refine=refine)
+    if _batch_mode(inputs, output, out_dir):
+        options = {**common, "targets": targets} if targets else {**common, "quality": quality, "max_error": max_error}
+        _run_batch("encode", inputs, out_dir, ".anf", options, jobs, force)
+        return
+    input = inputs[0]
+    _check_output(input, output, force)
+    from . import api
+    raw = _read_input(input)
     try:
         if targets:
             data, report = api.encode_to_target(raw, **targets, **common)
@@ -145,18 +159,34 @@ def encode(input, output, quality, max_error, lossless, refine, device, model_id
 
 
 @main.command()
-@click.argument("input", metavar="IN")
-@click.option("-o", "--output", required=True, metavar="OUT",
+@click.argument("inputs", metavar="IN...", nargs=-1, required=True)
+@click.option("-o", "--output", default=None, metavar="OUT",
               help="Image to write; format from the extension (.png, .ppm, .bmp, .tif); '-' writes PNG to stdout.")
+@click.option("--out-dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Batch mode: write <name>.<format> for every input (and every .anf in an IN folder) here.")
+@click.option("--format", "out_format", type=click.Choice(["png", "tif", "bmp", "ppm"]), default="png",
+              show_default=True, help="Batch mode: output image format.")
+@click.option("-j", "--jobs", type=click.IntRange(1), default=1, show_default=True,
+              help="Batch mode: parallel worker processes (each gets cores/jobs threads).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
               help="Where the model runs [default: cuda if available, else cpu].")
 @click.option("--max-pixels", type=click.IntRange(1), default=None,
               help="Refuse files that declare more pixels [default: 268 MP].")
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUT if it exists.")
-def decode(input, output, device, max_pixels, force):
-    """Decompress the .anf file IN into an image."""
-    _check_output(input, output, force)
+def decode(inputs, output, out_dir, out_format, jobs, device, max_pixels, force):
+    """Decompress the .anf file IN into an image.
+
+    \b
+    Batch mode: several inputs or folders with --out-dir, e.g.
+      anfcodec decode anf/ --out-dir decoded/ --jobs 2
+    """
     from .imageio import DEFAULT_MAX_PIXELS, ImageError, format_for, image_bytes
+    if _batch_mode(inputs, output, out_dir):
+        options = dict(device=device, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+        _run_batch("decode", inputs, out_dir, "." + out_format, options, jobs, force)
+        return
+    input = inputs[0]
+    _check_output(input, output, force)
     try:
         fmt_name = "PNG" if output == "-" else format_for(Path(output))
     except ImageError as e:
@@ -169,6 +199,32 @@ def decode(input, output, device, max_pixels, force):
     except Exception as e:  # hostile input must end in one line and exit 1, never a traceback
         _fail(e, input)
     _write_output(output, encoded)
+
+
+def _batch_mode(inputs: tuple, output: str | None, out_dir: Path | None) -> bool:
+    """One input and -o: a single file. Several inputs, a folder or --out-dir: a batch."""
+    batch = out_dir is not None or len(inputs) > 1 or any(i != "-" and Path(i).is_dir() for i in inputs)
+    if batch and output is not None:
+        raise click.UsageError("-o names one output; use --out-dir DIR for several inputs or a folder")
+    if batch and out_dir is None:
+        raise click.UsageError("several inputs or a folder need --out-dir DIR")
+    if not batch and output is None:
+        raise click.UsageError("give -o OUT (or --out-dir DIR for batch mode)")
+    if batch and "-" in inputs:
+        raise click.UsageError("stdin ('-') is for single files only")
+    return batch
+
+
+def _run_batch(kind: str, inputs: tuple, out_dir: Path, suffix: str, options: dict, jobs: int, force: bool) -> None:
+    from . import batch
+    files = batch.expand(list(inputs), batch.IMAGE_SUFFIXES if kind == "encode" else batch.ANF_SUFFIXES)
+    if not files:
+        raise InputError("no input files found")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = batch.run(kind, batch.plan(files, out_dir, suffix), options, jobs, force)
+    click.echo(batch.summary(kind, results), err=True)
+    if not all(r.ok for r in results):
+        sys.exit(EXIT_BAD_INPUT)
 
 
 @main.command()
