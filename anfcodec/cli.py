@@ -308,28 +308,31 @@ def train(run_dir, data, minutes, batch, crop, lr, bf16, seed, M, N, init, lambd
               show_default=True, help="Published/measured curves to cross-check against (skipped if absent).")
 @click.option("--generations", type=click.IntRange(0), default=0, metavar="N",
               help="Instead of RD curves: re-encode N times at each quality, against JPEG and WebP at matched rates.")
+@click.option("--high-rate", is_flag=True,
+              help="Instead of RD curves: near-lossless and lossless against JPEG XL, AVIF, WebP and PNG.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first LIMIT images.")
-def bench(folder, out, qualities, classical, reuse_classical, classical_from, anchors, generations, limit):
+def bench(folder, out, qualities, classical, reuse_classical, classical_from, anchors, generations, high_rate, limit):
     """Measure RD curves, BD-rates and timings on a folder of PNG images.
 
     \b
     With --generations N it measures re-encoding instead: decode and re-encode
     N times, PSNR against the original after each generation, written to
-    OUT/generations.json and OUT/generations.md.
+    OUT/generations.json and OUT/generations.md. With --high-rate it measures
+    the near-lossless end against JPEG XL, AVIF, WebP and PNG (OUT/highrate.*).
     """
     qs = [float(q) for q in qualities.split(",") if q.strip()]
-    if generations:
-        import json
-        from . import generations as gen
+    if generations or high_rate:
+        from . import generations as gen, highrate
         images = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")[:limit]
         if not images:
             raise click.ClickException(f"no PNG images in {folder}")
-        result = gen.run(images, qs, generations)
+        module, name = (gen, "generations") if generations else (highrate, "highrate")
+        result = gen.run(images, qs, generations) if generations else highrate.run(images)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "generations.json").write_text(json.dumps(result, indent=1))
-        (out / "generations.md").write_text(gen.markdown(result))
-        click.echo(gen.markdown(result))
-        click.echo(f"wrote {out}/generations.json, generations.md")
+        (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+        (out / f"{name}.md").write_text(module.markdown(result))
+        click.echo(module.markdown(result))
+        click.echo(f"wrote {out}/{name}.json, {name}.md")
         return
     from .bench import markdown, run
     result = run(folder, out, qs, classical=classical, anchors=anchors, reuse_classical=reuse_classical,
