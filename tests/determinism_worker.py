@@ -32,12 +32,13 @@ def main(argv):
             for q in qualities:
                 stem = f"{path.stem}_q{q:g}"
                 (out / f"{stem}.anf").write_bytes(api.encode(img, quality=q))
-                sym = model.compress(pad_edge(x, model.pad_multiple), q)
+                sym = model.compress(pad_edge(x, model.pad_multiple), q, model.default_refine(q))
                 np.savez(out / f"{stem}.enc.npz", hyper=sym.hyper.numpy(), latent=sym.latent.numpy())
     else:
         for anf in sorted(out.glob("*.anf")):
             data = anf.read_bytes()
-            sym = api.chunks_to_symbols(model, fmt.unpack(data))
+            c = fmt.unpack(data)
+            sym = api.chunks_to_symbols(model, *c.streams()[0], c.header.width, c.header.height)
             np.savez(out / f"{anf.stem}.{tag}.npz", hyper=sym.hyper.numpy(), latent=sym.latent.numpy())
             api.decode(data).save(out / f"{anf.stem}.{tag}.png")
 

@@ -25,7 +25,7 @@ def check_round_trip(model, img, quality: float, refine: int | None = None) -> d
     # 1. The decoder's symbols equal the encoder's exactly.
     x = pad_edge(torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255, model.pad_multiple)
     enc = model.compress(x, quality, steps)
-    dec = api.chunks_to_symbols(model, c)
+    dec = api.chunks_to_symbols(model, *c.streams()[0], w, h)
     assert torch.equal(enc.hyper, dec.hyper), "hyperlatent symbols differ"
     assert torch.equal(enc.latent, dec.latent), "latent symbols differ"
     decoded = np.asarray(api.decode(data).convert("RGB"))

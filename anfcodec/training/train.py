@@ -36,6 +36,7 @@ class TrainOptions:
     minutes: float = 60.0
     batch: int = 8
     crop: int = 128
+    val_size: int = 512  # validation centre crops: large enough for interior hyperlatents (8x8)
     lr: float = 5e-4
     warmup: int = 200
     gain_lr_mult: float = 10.0
@@ -149,7 +150,8 @@ def train(opts: TrainOptions) -> Path:
     if not train_files:
         raise SystemExit(f"no training images in {opts.data}")
     images = [load_rgb(p) for p in train_files]
-    val = validation_crops([load_rgb(p) for p in val_files]) if val_files else validation_crops(images[:2])
+    val_images = [load_rgb(p) for p in val_files] if val_files else images[:2]
+    val = validation_crops(val_images, min(opts.val_size, *(min(v.shape[1:]) for v in val_images)))
 
     config = (opts.config or ANFICConfig().to_dict())
     state = torch.load(last, map_location="cpu", weights_only=False) if last.exists() else None
@@ -194,6 +196,9 @@ def train(opts: TrainOptions) -> Path:
         model.config.quantizer = opts.quantizer
         config = {**config, "quantizer": opts.quantizer}
         counters["best_val"] = math.inf
+    if counters.get("val_size") != val.shape[-1]:
+        counters["val_size"] = val.shape[-1]
+        counters["best_val"] = math.inf  # validation losses on other crops do not compare
     if opts.bf16 and _cpu_bf16_supported():
         model.autocast_dtype = torch.bfloat16
     memory_format = torch.channels_last if opts.channels_last else torch.contiguous_format

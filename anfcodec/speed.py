@@ -1,0 +1,171 @@
+"""``anfcodec bench --speed``: wall time, peak memory and time split of encode and decode per image size.
+
+Every measurement runs in a fresh worker process (``python -m anfcodec.speed``),
+so its peak RSS is that of one encode or one decode. The worker loads the
+model and warms up before the clock starts; model loading is reported apart.
+Test images are mosaics of the benchmark folder's photographs (or of
+``examples/sample.png``) at 768x512 and 2, 6, 12 and 24 megapixels. CompressAI's
+mbt2018-mean at the same width (N=128, random weights: its speed does not
+depend on training) is timed on the 768x512 image in the same way.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+SIZES = [("768x512", 768, 512), ("2 MP", 1728, 1152), ("6 MP", 3000, 2000), ("12 MP", 4240, 2832),
+         ("24 MP", 6000, 4000)]
+SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sample.png"
+
+
+def mosaic(sources: list[Path], width: int, height: int) -> Image.Image:
+    """Photographs laid side by side (cycling) to fill width x height: photo-like content at any size."""
+    tiles = [np.asarray(Image.open(p).convert("RGB")) for p in sources]
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    i, y = 0, 0
+    while y < height:
+        x, row_h = 0, 0
+        while x < width:
+            t = tiles[i % len(tiles)]
+            i += 1
+            h, w = min(t.shape[0], height - y), min(t.shape[1], width - x)
+            out[y:y + h, x:x + w] = t[:h, :w]
+            x, row_h = x + w, max(row_h, h)
+        y += row_h
+    return Image.fromarray(out)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def worker(kind: str, src: str, dst: str, repeats: int, quality: float) -> dict:
+    """Runs in its own process: time ``repeats`` encodes or decodes of ``src``; write the last to ``dst``."""
+    import torch
+    from . import api
+    from .imageio import image_bytes
+    from .timing import phase, record
+    t0 = time.perf_counter()
+    if kind.startswith("mbt"):
+        return _mbt_worker(kind, src, repeats, t0)
+    from .zoo import default_model_id, load_model
+    load_model(default_model_id(), "cpu")
+    api.decode(api.encode(np.zeros((64, 64, 3), np.uint8), quality=quality))  # warm-up
+    load_s = time.perf_counter() - t0
+    raw = Path(src).read_bytes()
+    times, phases = [], {}
+    for _ in range(repeats):
+        with record() as totals:
+            t = time.perf_counter()
+            if kind == "encode":
+                out = api.encode(raw, quality=quality)
+            else:
+                img = api.decode(raw)
+                with phase("io"):
+                    out = image_bytes(img, "PNG")
+            times.append(time.perf_counter() - t)
+        phases = dict(totals)  # of the last repeat
+    Path(dst).write_bytes(out)
+    return {"times": times, "phases": phases, "load_s": load_s, "peak_rss_mb": _peak_rss_mb(),
+            "threads": torch.get_num_threads()}
+
+
+def _mbt_worker(kind: str, src: str, repeats: int, t0: float) -> dict:
+    import torch
+    from compressai.zoo import mbt2018_mean
+    net = mbt2018_mean(quality=3, pretrained=False).eval()  # N=128, M=192
+    net.update(force=True)
+    rgb = np.asarray(Image.open(src).convert("RGB"))
+    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
+    load_s = time.perf_counter() - t0
+    times = []
+    with torch.inference_mode():
+        net.compress(x[..., :64, :64])
+        enc = net.compress(x)
+        for _ in range(repeats):
+            t = time.perf_counter()
+            if kind == "mbt-encode":
+                net.compress(x)
+            else:
+                net.decompress(enc["strings"], enc["shape"])
+            times.append(time.perf_counter() - t)
+    return {"times": times, "phases": {}, "load_s": load_s, "peak_rss_mb": _peak_rss_mb(),
+            "threads": torch.get_num_threads()}
+
+
+def _measure(kind: str, src: Path, dst: Path, repeats: int, quality: float) -> dict:
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "anfcodec.speed", kind, str(src), str(dst), str(repeats), str(quality)],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if r.returncode:
+        raise RuntimeError(f"{kind} {src.name} failed: {r.stderr.strip().splitlines()[-1:]}")
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    out["process_s"] = time.perf_counter() - t
+    return out
+
+
+def run(sources: list[Path], quality: float = 4, repeats: int = 5, sizes=SIZES) -> dict:
+    rows = []
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+        jobs = [(name, w, h) for name, w, h in sizes]
+        bar = tqdm(total=2 * len(jobs) + 2, desc="speed", unit="run")
+        for name, w, h in jobs:
+            png, anf, rec = tmp / f"{w}x{h}.png", tmp / f"{w}x{h}.anf", tmp / f"{w}x{h}.dec.png"
+            mosaic(sources, w, h).save(png)
+            n = repeats if w * h <= 768 * 512 else 1
+            enc = _measure("encode", png, anf, n, quality)
+            bar.update(1)
+            dec = _measure("decode", anf, rec, n, quality)
+            bar.update(1)
+            rows.append({"size": name, "width": w, "height": h, "megapixels": w * h / 1e6, "repeats": n,
+                         "encode": enc, "decode": dec, "bytes": anf.stat().st_size})
+        png = tmp / "768x512.png"
+        mbt = {k: _measure(f"mbt-{k}", png, tmp / "unused", repeats, quality) for k in ("encode", "decode")}
+        bar.update(2)
+        bar.close()
+    return {"quality": quality, "rows": rows, "mbt2018_mean": mbt, "cpu_count": os.cpu_count()}
+
+
+def markdown(result: dict) -> str:
+    def med(m):
+        return statistics.median(m["times"])
+
+    lines = [f"Quality {result['quality']:g}, {result['cpu_count']} CPU cores; codec time is the median of the "
+             "repeats inside one warm process (model loaded), peak RSS is that process's.", "",
+             "| image | encode s | decode s | encode s/MP | decode s/MP | peak RSS enc / dec (MB) | "
+             "encode split model / entropy / io | decode split model / entropy / io |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        e, d = r["encode"], r["decode"]
+
+        def split(m):
+            return " / ".join(f"{m['phases'].get(k, 0.0):.2f}" for k in ("model", "entropy", "io"))
+
+        lines.append(f"| {r['size']} ({r['width']}x{r['height']}) | {med(e):.2f} | {med(d):.2f} | "
+                     f"{med(e) / r['megapixels']:.2f} | {med(d) / r['megapixels']:.2f} | "
+                     f"{e['peak_rss_mb']:.0f} / {d['peak_rss_mb']:.0f} | {split(e)} | {split(d)} |")
+    mbt = result["mbt2018_mean"]
+    first = result["rows"][0]
+    lines += ["", "| 768x512, same process conditions | encode s | decode s |", "|---|---|---|",
+              f"| anfcodec | {med(first['encode']):.2f} | {med(first['decode']):.2f} |",
+              f"| CompressAI mbt2018-mean (N=128, M=192) | {med(mbt['encode']):.2f} | {med(mbt['decode']):.2f} |",
+              f"| ratio anfcodec / mbt2018-mean | {med(first['encode']) / med(mbt['encode']):.2f} | "
+              f"{med(first['decode']) / med(mbt['decode']):.2f} |"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    kind, src, dst, repeats, quality = sys.argv[1:6]
+    print(json.dumps(worker(kind, src, dst, int(repeats), float(quality))))
