@@ -38,12 +38,12 @@ export: install  ## ship the best checkpoint of runs/$(RUN) as weights/
 clean:
 	rm -rf examples/sample.anf examples/sample-decoded.png .pytest_cache
 
-bench: install  ## Kodak RD curves + BD-rates vs JPEG/WebP/AVIF/JPEG XL, and re-encoding generations -> docs/bench/
+bench: install  ## Kodak RD curves + BD-rates vs JPEG/WebP/AVIF/JPEG XL, generations, high rate -> docs/bench/
 	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench $(BENCH_ARGS)
 	$(MAKE) bench-generations bench-high-rate
 
-bench-high-rate: install  ## near-lossless/lossless on Kodak vs JPEG XL, AVIF, WebP, PNG -> docs/bench/highrate.*
-	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --high-rate
+bench-high-rate: install  ## near-lossless/lossless on 8 Kodak images vs JPEG XL, AVIF, WebP, PNG -> docs/bench/highrate.*
+	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --high-rate --limit 8
 
 bench-speed: install  ## time and peak memory from 768x512 to 24 MP, vs mbt2018-mean -> docs/bench/speed.*
 	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --speed --qualities 4
