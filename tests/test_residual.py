@@ -5,7 +5,7 @@ import pytest
 import anfcodec
 from anfcodec import api, residual
 from anfcodec import container as fmt
-from conftest import run_cli, synthetic_image
+from conftest import kodak_images, needs_kodak, run_cli, synthetic_image
 
 
 @pytest.mark.parametrize("tau", [0, 1, 2, 5])
@@ -69,3 +69,19 @@ def test_cli_lossless(tmp_path, small_image):
     assert np.array_equal(np.asarray(Image.open(png)), np.asarray(small_image))
     r = run_cli("encode", src, "-o", tmp_path / "y.anf", "--lossless", "--max-error", "2")
     assert r.returncode == 2 and b"contradicts" in r.stderr
+
+
+@needs_kodak
+@pytest.mark.kodak
+def test_45_db_below_lossless_png_on_kodak():
+    """Issue acceptance: a near-lossless setting reaches 45 dB on Kodak at a rate below lossless PNG."""
+    import io
+    from PIL import Image
+    from anfcodec.metrics import psnr
+    img = Image.open(kodak_images()[0]).convert("RGB")
+    pixels = img.width * img.height
+    data = anfcodec.encode(img, max_error=2, quality=8)
+    png = io.BytesIO()
+    img.save(png, "PNG", optimize=True)
+    assert psnr(np.asarray(img), np.asarray(anfcodec.decode(data))) >= 45.0
+    assert 8 * len(data) / pixels < 8 * png.tell() / pixels
