@@ -264,8 +264,9 @@ def info(input, as_json):
 @click.option("--data", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
               help="Folder of training photographs [default: ../shared/data/train or $ANFCODEC_DATA/train].")
 @click.option("--minutes", type=float, default=60, show_default=True, help="Wall-clock budget of this invocation.")
-@click.option("--batch", type=int, default=8, show_default=True)
-@click.option("--crop", type=int, default=128, show_default=True)
+@click.option("--batch", type=int, default=2, show_default=True)
+@click.option("--crop", type=int, default=256, show_default=True,
+              help="Crop side; 128 leaves the hyperprior only 2x2 border positions (13% worse rate on Kodak).")
 @click.option("--lr", type=float, default=5e-4, show_default=True)
 @click.option("--bf16/--no-bf16", default=True, show_default=True, help="bfloat16 autocast for the transforms.")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -221,7 +221,11 @@ class ANFIC(nn.Module):
         h = self._run(self.h_a, y)
         h_hat, h_lik = self.entropy_bottleneck(h)
         mu, sigma = self.entropy_parameters(h_hat)
-        _, y_lik = self.gaussian_conditional(y, sigma, means=mu)
+        if self.training or self.config.quantizer == "mean":
+            _, y_lik = self.gaussian_conditional(y, sigma, means=mu)
+        else:  # evaluation: the rate of exactly what compress codes, the integer grid
+            gc = self.gaussian_conditional
+            y_lik = gc.likelihood_lower_bound(gc._likelihood(torch.round(y), sigma, means=mu))
         y_q = torch.round(y) if self.config.quantizer == "fixed" else torch.round(y - mu) + mu
         y_hat = y + (y_q - y).detach()  # straight-through rounding for the transforms
         z2_hat = y_hat / gain

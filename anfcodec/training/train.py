@@ -34,8 +34,8 @@ class TrainOptions:
     run_dir: Path = Path("runs/anfic")
     data: Path = DEFAULT_TRAIN_DIR
     minutes: float = 60.0
-    batch: int = 8
-    crop: int = 128
+    batch: int = 2
+    crop: int = 256  # 128 crops left the hyperprior no interior positions (see docs/RESULTS.md)
     val_size: int = 512  # validation centre crops: large enough for interior hyperlatents (8x8)
     lr: float = 5e-4
     warmup: int = 200
