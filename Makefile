@@ -42,8 +42,8 @@ bench: install  ## Kodak RD curves + BD-rates vs JPEG/WebP/AVIF/JPEG XL, generat
 	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench $(BENCH_ARGS)
 	$(MAKE) bench-generations bench-high-rate
 
-bench-high-rate: install  ## near-lossless/lossless on 8 Kodak images vs JPEG XL, AVIF, WebP, PNG -> docs/bench/highrate.*
-	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --high-rate --limit 8
+bench-high-rate: install  ## near-lossless/lossless on 3 Kodak images vs JPEG XL, AVIF, WebP, PNG -> docs/bench/highrate.*
+	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --high-rate --limit 3
 
 bench-speed: install  ## time and peak memory from 768x512 to 24 MP, vs mbt2018-mean -> docs/bench/speed.*
 	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --speed --qualities 4
