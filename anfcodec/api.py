@@ -169,12 +169,9 @@ def _tensor(rgb: np.ndarray, box: tuple[int, int, int, int], model) -> torch.Ten
         return pad_edge(x, model.pad_multiple).contiguous(memory_format=torch.channels_last)
 
 
-def _reconstruct(model, syms: list[Symbols], quality: float, pic_or_header) -> np.ndarray:
-    """The decoder's 8-bit RGB image from per-tile symbols."""
-    if hasattr(pic_or_header, "rgb"):
-        h, w = pic_or_header.rgb.shape[:2]
-    else:
-        w, h = pic_or_header.width, pic_or_header.height
+def _reconstruct(model, syms: list[Symbols], quality: float, pic) -> np.ndarray:
+    """The decoder's 8-bit RGB image from the encoder's per-tile symbols."""
+    h, w = pic.rgb.shape[:2]
     out = np.empty((h, w, 3), dtype=np.uint8)
     for (x0, y0, x1, y1), sym in zip(fmt.tile_grid(w, h, tile_size(w, h)), syms, strict=True):
         out[y0:y1, x0:x1] = _to_rgb8(model.decompress(sym, quality), x1 - x0, y1 - y0)
