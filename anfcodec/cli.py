@@ -172,8 +172,11 @@ def encode(inputs, output, out_dir, jobs, quality, max_error, lossless, refine, 
               help="Where the model runs [default: cuda if available, else cpu].")
 @click.option("--max-pixels", type=click.IntRange(1), default=None,
               help="Refuse files that declare more pixels [default: 268 MP].")
+@click.option("--fast", is_flag=True,
+              help="Float32 synthesis: about 3x faster, but pixels may differ by one level between machines "
+                   "[default: fixed point, the same pixels everywhere].")
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUT if it exists.")
-def decode(inputs, output, out_dir, out_format, jobs, device, max_pixels, force):
+def decode(inputs, output, out_dir, out_format, jobs, device, max_pixels, fast, force):
     """Decompress the .anf file IN into an image.
 
     \b
@@ -182,7 +185,7 @@ def decode(inputs, output, out_dir, out_format, jobs, device, max_pixels, force)
     """
     from .imageio import DEFAULT_MAX_PIXELS, ImageError, format_for, image_bytes
     if _batch_mode(inputs, output, out_dir):
-        options = dict(device=device, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+        options = dict(device=device, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, fast=fast)
         _run_batch("decode", inputs, out_dir, "." + out_format, options, jobs, force)
         return
     input = inputs[0]
@@ -194,7 +197,7 @@ def decode(inputs, output, out_dir, out_format, jobs, device, max_pixels, force)
     from . import api
     raw = _read_input(input)
     try:
-        img = api.decode(raw, device=device, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+        img = api.decode(raw, device=device, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, fast=fast)
         encoded = image_bytes(img, fmt_name)
     except Exception as e:  # hostile input must end in one line and exit 1, never a traceback
         _fail(e, input)

@@ -1,13 +1,18 @@
-"""Integer-exact evaluation of the entropy-parameter network.
+"""Integer-exact evaluation of the networks whose output must match on every machine.
 
-The decoder must rebuild exactly the scale indices the encoder used, on any
-thread count, CPU instruction set or GPU. Floating-point convolutions do not
-promise that: their summation order varies. Here weights and activations are
-held as integers (fixed point) and each convolution runs in float64 on those
-integers: every product and partial sum is an exact integer below 2^53, so the
-result is the same whatever the order of summation. Between layers only
-elementwise IEEE operations (multiply by a power of two, round, one multiply
-for the leaky slope) are used, which are deterministic everywhere.
+The decoder must rebuild exactly the scale indices the encoder used, and every
+decoder must produce the same pixels, on any thread count, CPU instruction set
+or GPU. Floating-point convolutions do not promise that: their summation order
+varies. Here weights and activations are held as integers (fixed point) and
+each convolution runs in float64 on those integers: every product and partial
+sum is an exact integer below 2^53, so the result is the same whatever the
+order of summation. Between layers only elementwise IEEE operations (multiply by
+a power of two, round, multiply, divide, square root) are used, which are
+correctly rounded and so deterministic everywhere.
+
+Two precisions are in use: the entropy-parameter network (``ACT_BITS`` /
+``WEIGHT_BITS``, frozen: changing them changes the symbols of existing files)
+and the synthesis path (``SYNTH_ACT_BITS`` / ``SYNTH_WEIGHT_BITS``, finer).
 """
 from __future__ import annotations
 
@@ -15,8 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ACT_BITS = 10       # activations on a 2^-10 grid
-WEIGHT_BITS = 14    # weights on a 2^-14 grid
+from .entropy_models import GDN
+
+ACT_BITS = 10       # entropy parameters: activations on a 2^-10 grid
+WEIGHT_BITS = 14    # entropy parameters: weights on a 2^-14 grid
+SYNTH_ACT_BITS = 14     # synthesis: activations (image and latent features) on a 2^-14 grid
+SYNTH_WEIGHT_BITS = 16  # synthesis: weights on a 2^-16 grid
 _EXACT_LIMIT = 2.0**52
 
 
@@ -29,35 +38,109 @@ def to_grid(x: torch.Tensor, bits: int = ACT_BITS) -> torch.Tensor:
     return torch.round(x.double() * 2.0**bits)
 
 
-class ExactSequential:
-    """Fixed-point copy of a Sequential of Conv2d / ConvTranspose2d / LeakyReLU layers."""
+def _check(a: torch.Tensor, fan: float, bias_max: float) -> None:
+    """Refuse a convolution whose worst-case partial sum could leave exact float64 integers."""
+    if a.numel() and torch.linalg.vector_norm(a, float("inf")).item() * fan + bias_max >= _EXACT_LIMIT:
+        raise ExactnessError("fixed-point convolution would exceed 2^52")
 
-    def __init__(self, seq: nn.Sequential):
+
+def _fan(w: torch.Tensor, transposed: bool) -> float:
+    """Largest sum of |weight| feeding one output: the worst-case gain of the layer."""
+    return w.abs().sum(dim=(0, 2, 3) if transposed else (1, 2, 3)).max().item()
+
+
+def subpixel_kernel(weight: torch.Tensor, stride: int, padding: int) -> tuple[torch.Tensor, int, int]:
+    """A transposed convolution as (padding, conv2d, pixel shuffle): ``(kernel, pad_before, pad_after)``.
+
+    Valid when the transposed convolution maps n to stride * n samples. Output sample
+    ``s*q + r`` sums ``a[q - d] * w[r + padding + s*d]`` over the integers d that index the
+    kernel, so each phase r is an ordinary correlation; stacking the stride^2 phases as
+    output channels in pixel-shuffle order gives one dense convolution without col2im,
+    which is faster in float64. Weight layout in: [C_in, C_out, k, k].
+    """
+    c_in, c_out, k, _ = weight.shape
+    d_range = {r: range(-((r + padding) // stride), (k - 1 - r - padding) // stride + 1) for r in range(stride)}
+    before = max(0, *(max(d) for d in d_range.values() if d))
+    after = max(0, *(-min(d) for d in d_range.values() if d))
+    taps = before + after + 1
+    kernel = weight.new_zeros(c_out, stride, stride, c_in, taps, taps)
+    for ry in range(stride):
+        for rx in range(stride):
+            for dy in d_range[ry]:
+                for dx in d_range[rx]:
+                    kernel[:, ry, rx, :, before - dy, before - dx] = \
+                        weight[:, :, ry + padding + stride * dy, rx + padding + stride * dx].T
+    return kernel.reshape(c_out * stride * stride, c_in, taps, taps), before, after
+
+
+class ExactSequential:
+    """Fixed-point copy of a Sequential of Conv2d / ConvTranspose2d / LeakyReLU / GDN / IGDN layers.
+
+    Activations are integers on the 2^-act_bits grid, weights on the 2^-weight_bits
+    grid; every layer returns activations on the input's grid.
+    """
+
+    def __init__(self, seq: nn.Module, act_bits: int = ACT_BITS, weight_bits: int = WEIGHT_BITS):
+        self.act_bits, self.weight_bits = act_bits, weight_bits
         self.layers = []
-        for layer in seq:
+        for layer in (seq if isinstance(seq, nn.Sequential) else [seq]):
             if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
-                w = torch.round(layer.weight.detach().double() * 2.0**WEIGHT_BITS)
-                b = torch.round(layer.bias.detach().double() * 2.0 ** (WEIGHT_BITS + ACT_BITS))
-                self.layers.append(("convT" if isinstance(layer, nn.ConvTranspose2d) else "conv", w, b, layer))
+                w = torch.round(layer.weight.detach().double() * 2.0**weight_bits)
+                b = None if layer.bias is None else \
+                    torch.round(layer.bias.detach().double() * 2.0 ** (weight_bits + act_bits))
+                kind = "convT" if isinstance(layer, nn.ConvTranspose2d) else "conv"
+                fan = _fan(w, kind == "convT")
+                if kind == "convT" and self._shuffles(layer):
+                    s, (w, before, after) = layer.stride[0], subpixel_kernel(w, layer.stride[0], layer.padding[0])
+                    b = None if b is None else b.repeat_interleave(s * s)
+                    kind, layer = "shuffle", (s, before, after)
+                self.layers.append((kind, w, b, layer, fan))
             elif isinstance(layer, nn.LeakyReLU):
-                self.layers.append(("leaky", layer.negative_slope, None, layer))
+                self.layers.append(("leaky", layer.negative_slope, None, layer, 0.0))
+            elif isinstance(layer, GDN):
+                c = layer.beta.numel()
+                beta = layer.beta_reparam(layer.beta).detach().double()
+                gamma = layer.gamma_reparam(layer.gamma).detach().double().reshape(c, c, 1, 1)
+                g = torch.round(gamma * 2.0**weight_bits)
+                b = torch.round(beta * 2.0 ** (weight_bits + act_bits))
+                self.layers.append(("igdn" if layer.inverse else "gdn", g, b, layer, _fan(g, False)))
             else:
                 raise TypeError(f"no exact form for {type(layer).__name__}")
 
+    @staticmethod
+    def _shuffles(layer: nn.ConvTranspose2d) -> bool:
+        """Whether the sub-pixel form applies: square, n -> stride * n, no dilation or groups."""
+        k, s, p, op = layer.kernel_size[0], layer.stride[0], layer.padding[0], layer.output_padding[0]
+        square = len({*layer.kernel_size}) == len({*layer.stride}) == len({*layer.padding}) == 1
+        return square and k - 2 * p + op == s and layer.dilation == (1, 1) and layer.groups == 1
+
     def __call__(self, a: torch.Tensor) -> torch.Tensor:
-        """``a``: integer-valued float64 activations on the 2^-ACT_BITS grid; returns the same kind."""
-        for kind, w, b, layer in self.layers:
+        """``a``: integer-valued float64 activations on the 2^-act_bits grid; returns the same kind."""
+        A, W = self.act_bits, self.weight_bits
+        for kind, w, b, layer, fan in self.layers:
             if kind == "leaky":
                 a = torch.where(a < 0, torch.round(a * w), a)
                 continue
-            w, b = w.to(a.device), b.to(a.device)
-            bound = a.abs().max() * w.abs().sum(dim=(1, 2, 3) if kind == "conv" else (0, 2, 3)).max() + b.abs().max()
-            if bound >= _EXACT_LIMIT:
-                raise ExactnessError("fixed-point convolution would exceed 2^52")
+            w = w.to(a.device)
+            b = None if b is None else b.to(a.device)
+            bias_max = 0.0 if b is None else b.abs().max().item()
+            if kind in ("gdn", "igdn"):
+                # norm = beta + gamma * x^2, with x^2 requantized to the activation grid first.
+                if a.numel() and torch.linalg.vector_norm(a, float("inf")).item() >= 2.0**26:
+                    raise ExactnessError("fixed-point GDN input would exceed 2^26")
+                sq = (a * a).mul_(2.0**-A).round_()
+                _check(sq, fan, bias_max)
+                norm = F.conv2d(sq, w, b).mul_(2.0 ** -(A + W)).sqrt_()
+                a = (a * norm if kind == "igdn" else a / norm).round_()
+                continue
+            _check(a, fan, bias_max)
             if kind == "conv":
                 r = F.conv2d(a, w, b, stride=layer.stride, padding=layer.padding)
+            elif kind == "shuffle":
+                stride, before, after = layer
+                r = F.pixel_shuffle(F.conv2d(F.pad(a, (before, after, before, after)), w, b), stride)
             else:
                 r = F.conv_transpose2d(a, w, b, stride=layer.stride, padding=layer.padding,
                                        output_padding=layer.output_padding)
-            a = torch.round(r * 2.0**-WEIGHT_BITS)
+            a = r.mul_(2.0**-W).round_()
         return a

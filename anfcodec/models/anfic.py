@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 from ..entropy_models import SCALE_MIN, EntropyBottleneck, GaussianConditional, scale_table, update_registered_buffers
-from ..exact import ACT_BITS, ExactSequential, to_grid
+from ..exact import ACT_BITS, SYNTH_ACT_BITS, SYNTH_WEIGHT_BITS, ExactSequential, to_grid
 from ..layers import (BlockTransformAnalysis, BlockTransformSynthesis, HyperAnalysis, HyperSynthesis,
                       PostFilter, analysis_branch, dct_atoms, synthesis_branch)
 
@@ -34,6 +34,7 @@ from ..layers import (BlockTransformAnalysis, BlockTransformSynthesis, HyperAnal
 # Kodak; the top end belongs to the near-lossless mode, which codes the flow's residual instead.
 DEFAULT_LAMBDAS = (0.0004, 0.00087, 0.0019, 0.0041, 0.0090, 0.0196, 0.0427, 0.0932)
 LOG_SCALE_MIN, LOG_SCALE_MAX = -4.0, 6.0
+GAIN_BITS = 24  # per-quality scalars of the exact decoder (1/gain, post-filter strength) on a 2^-24 grid
 
 
 def log_scale_thresholds(table: torch.Tensor) -> torch.Tensor:
@@ -102,6 +103,7 @@ class ANFIC(nn.Module):
         self.register_buffer("log_scale_thresholds", log_scale_thresholds(scale_table()))
         self.autocast_dtype: torch.dtype | None = None  # bf16 for training on CPUs that have it
         self._exact_h_s = None
+        self._exact_synthesis = None
 
     @classmethod
     def from_config(cls, config: dict) -> "ANFIC":
@@ -300,17 +302,63 @@ class ANFIC(nn.Module):
         return torch.searchsorted(thresholds[:-1].contiguous(), log_sigma.contiguous(), right=False).int()
 
     def train(self, mode: bool = True):
-        self._exact_h_s = None  # weights may change; rebuild the fixed-point copy when next needed
+        self._exact_h_s = self._exact_synthesis = None  # weights may change; rebuild the fixed-point copies
         return super().train(mode)
 
     @torch.inference_mode()
     def decompress(self, symbols: Symbols, quality: float) -> torch.Tensor:
-        """Integer symbols -> reconstruction [1, 3, H, W] in [0, 1] (padded size)."""
+        """Integer symbols -> reconstruction [1, 3, H, W] in [0, 1] (padded size), float64.
+
+        Runs the inverse flow and post-filter in fixed point (see ``exact``), so that
+        every machine decodes the same pixels; ``decompress_float`` is the float path.
+        """
+        _, mu = self.hyper_decode(symbols.hyper)
+        y_hat = symbols.latent[None].double() + self._grid_mean(mu)
+        net = self._exact_nets()
+        A = SYNTH_ACT_BITS
+        inv_gain = torch.tensor(self._fixed_point_table(self.log_gain, quality, GAIN_BITS, exp_neg=True),
+                                dtype=torch.float64, device=y_hat.device).view(1, -1, 1, 1)
+        z2 = torch.round(y_hat * inv_gain * 2.0 ** (A - GAIN_BITS))   # integer products: exact
+        x1 = net["g_s2"](z2)
+        z1 = z2 - net["g_a2"](x1)
+        x = x1 + net["g_s1_linear"](z1) + net["g_s1_branch"](z1)
+        strength = self._fixed_point_table(self.post_filter.strength[:, None], quality, GAIN_BITS)[0]
+        x = x + torch.round(net["post"](x) * strength * 2.0**-GAIN_BITS)
+        return (x * 2.0**-A + 0.5).clamp(0, 1)
+
+    @torch.inference_mode()
+    def decompress_float(self, symbols: Symbols, quality: float) -> torch.Tensor:
+        """The float32 decoder: faster, but its pixels may differ by a level between machines."""
         q = torch.tensor([quality], dtype=torch.float32, device=symbols.latent.device)
         _, mu = self.hyper_decode(symbols.hyper)
-        y_hat = symbols.latent[None].float() + (torch.round(mu) if self.config.quantizer == "fixed" else mu)
+        y_hat = symbols.latent[None].float() + self._grid_mean(mu).float()
         x = self.flow_inverse(y_hat / self.gain(q))
         return (self._post(x, q) + 0.5).clamp(0, 1)
+
+    def _grid_mean(self, mu: torch.Tensor) -> torch.Tensor:
+        """What the decoder adds to a symbol: round(mu) on the fixed grid, mu itself for the legacy quantizer."""
+        return torch.round(mu).double() if self.config.quantizer == "fixed" else mu.double()
+
+    def _exact_nets(self) -> dict:
+        if self._exact_synthesis is None:
+            def fixed(module):
+                return ExactSequential(module, SYNTH_ACT_BITS, SYNTH_WEIGHT_BITS)
+            self._exact_synthesis = {"g_s2": fixed(self.g_s2), "g_a2": fixed(self.g_a2),
+                                     "g_s1_linear": fixed(self.g_s1.linear), "g_s1_branch": fixed(self.g_s1.branch),
+                                     "post": fixed(self.post_filter.net)}
+        return self._exact_synthesis
+
+    def _fixed_point_table(self, table: torch.Tensor, quality: float, bits: int, exp_neg: bool = False) -> list[float]:
+        """Row interpolation at ``quality`` (optionally exp(-value)) on the 2^-bits grid, as integers.
+
+        Scalar Python float64 arithmetic: no vectorized kernel whose rounding could vary by CPU.
+        """
+        pos = min(max(float(quality) - 1, 0.0), self.num_qualities - 1.0)
+        lo = min(math.floor(pos), self.num_qualities - 2)
+        frac = pos - lo
+        a, b = table[lo].detach().double().tolist(), table[lo + 1].detach().double().tolist()
+        values = [u * (1 - frac) + v * frac for u, v in zip(a, b)]
+        return [float(round((math.exp(-v) if exp_neg else v) * 2.0**bits)) for v in values]
 
     def scale_values(self) -> torch.Tensor:
         """The snapped Gaussian scales, float64, indexable by ``scale_index``."""
@@ -328,7 +376,7 @@ class ANFIC(nn.Module):
             table = state_dict.get("gaussian_conditional.scale_table", self.gaussian_conditional.scale_table)
             state_dict = {**state_dict, "log_scale_thresholds": log_scale_thresholds(table)}
         self.log_scale_thresholds = torch.empty_like(state_dict["log_scale_thresholds"])
-        self._exact_h_s = None
+        self._exact_h_s = self._exact_synthesis = None
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def aux_loss(self) -> torch.Tensor:
@@ -339,4 +387,4 @@ class ANFIC(nn.Module):
         self.entropy_bottleneck.update(force=True)
         self.gaussian_conditional.update_scale_table(scale_table().float().tolist(), force=True)
         self.log_scale_thresholds = log_scale_thresholds(scale_table())
-        self._exact_h_s = None
+        self._exact_h_s = self._exact_synthesis = None

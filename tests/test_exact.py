@@ -1,0 +1,72 @@
+"""Fixed-point networks: exact integer arithmetic, so any summation order gives the same result."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from anfcodec import api
+from anfcodec.entropy_models import GDN
+from anfcodec.exact import ExactnessError, ExactSequential, subpixel_kernel, to_grid
+from anfcodec.imageio import pad_edge
+
+
+@pytest.mark.parametrize("kernel,stride,padding,output_padding", [(5, 2, 2, 1), (16, 16, 0, 0), (3, 2, 1, 1), (4, 2, 1, 0)])
+def test_subpixel_form_equals_transposed_convolution(kernel, stride, padding, output_padding):
+    g = torch.Generator().manual_seed(kernel)
+    w = torch.randint(-50, 50, (6, 5, kernel, kernel), generator=g).double()
+    a = torch.randint(-50, 50, (1, 6, 7, 9), generator=g).double()
+    ref = F.conv_transpose2d(a, w, stride=stride, padding=padding, output_padding=output_padding)
+    k, before, after = subpixel_kernel(w, stride, padding)
+    out = F.pixel_shuffle(F.conv2d(F.pad(a, (before, after, before, after)), k), stride)
+    assert torch.equal(out, ref)
+
+
+def _net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 16, 5, 2, 2), GDN(16), nn.ConvTranspose2d(16, 16, 5, 2, 2, 1),
+                         GDN(16, inverse=True), nn.LeakyReLU(), nn.Conv2d(16, 3, 3, 1, 1)).eval()
+
+
+def test_fixed_point_network_tracks_the_float_one():
+    net, x = _net(), torch.rand(1, 3, 32, 48)
+    exact = ExactSequential(net, 14, 16)(to_grid(x, 14)) * 2.0**-14
+    with torch.no_grad():
+        assert (exact - net(x).double()).abs().max() < 1e-3
+
+
+def test_fixed_point_result_ignores_threads_and_memory_layout():
+    net, x = ExactSequential(_net(), 14, 16), to_grid(torch.rand(1, 3, 64, 64), 14)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = net(x)
+        torch.set_num_threads(max(2, threads))
+        many = net(x.contiguous(memory_format=torch.channels_last))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, many.contiguous())
+
+
+def test_out_of_range_activations_are_refused_not_rounded():
+    net = ExactSequential(_net(), 14, 16)
+    with pytest.raises(ExactnessError):
+        net(torch.full((1, 3, 16, 16), 2.0**40, dtype=torch.float64))
+
+
+def test_exact_decoder_matches_float_decoder_within_one_level(model, small_image):
+    rgb = np.asarray(small_image)
+    x = pad_edge(torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255, model.pad_multiple)
+    for q in (1, 8):
+        sym = model.compress(x, q)
+        exact = api._to_rgb8(model.decompress(sym, q), rgb.shape[1], rgb.shape[0]).astype(int)
+        fast = api._to_rgb8(model.decompress_float(sym, q), rgb.shape[1], rgb.shape[0]).astype(int)
+        assert np.abs(exact - fast).max() <= 1
+        assert (exact != fast).mean() < 0.05
+
+
+def test_fast_decode_is_close_to_the_exact_one(small_image):
+    data = api.encode(small_image, quality=4)
+    exact = np.asarray(api.decode(data)).astype(int)
+    fast = np.asarray(api.decode(data, fast=True)).astype(int)
+    assert np.abs(exact - fast).max() <= 1
