@@ -242,23 +242,36 @@ def decode(data: bytes, device: str | None = None, max_pixels: int = DEFAULT_MAX
             alpha = decode_plane(c.chunk(fmt.ALPHA_CHUNK), hd.width, hd.height)
         except ImageError as e:
             raise DecodeError(f"ALPH: {e}") from None
-    boxes = c.tiles()  # the file's own tiling, whatever today's encoder would choose
     has_residual = any(t == fmt.RESIDUAL_CHUNK for t, _ in c.chunks)
-    synthesis = model.decompress_float if fast and not has_residual else model.decompress
-    rgb = np.empty((hd.height, hd.width, 3), dtype=np.uint8)
-    for (x0, y0, x1, y1), (hlat, latn) in zip(boxes, c.streams(), strict=True):
-        sym = chunks_to_symbols(model, hlat, latn, x1 - x0, y1 - y0)
-        with phase("model"):
-            rgb[y0:y1, x0:x1] = _to_rgb8(synthesis(sym, hd.quality), x1 - x0, y1 - y0)
+    rgb = _synthesize(model, c, hd, model.decompress_float if fast and not has_residual else model.decompress)
     if has_residual:
-        rgb = _apply_residual(c.chunk(fmt.RESIDUAL_CHUNK), rgb, hd.mode)
+        try:
+            res = residual.Residual.unpack(c.chunk(fmt.RESIDUAL_CHUNK))
+        except residual.ResidualError as e:
+            raise DecodeError(f"RESI: {e}") from None
+        if not res.matches(_planes(rgb, hd.mode)):
+            # Encoders before the fixed-point synthesis coded the residual against the float32 one.
+            legacy = _synthesize(model, c, hd, model.decompress_float)
+            if res.matches(_planes(legacy, hd.mode)):
+                rgb = legacy
+        rgb = _apply_residual(res, rgb, hd.mode)
     with phase("io"):
         return join_image(rgb, hd.mode, alpha, _metadata(c, fmt.ICC_CHUNK), _metadata(c, fmt.EXIF_CHUNK))
 
 
-def _apply_residual(payload: bytes, rgb: np.ndarray, mode: str) -> np.ndarray:
+def _synthesize(model, c: fmt.Container, hd: fmt.Header, synthesis) -> np.ndarray:
+    """The lossy 8-bit RGB image: every tile's symbols through ``synthesis``."""
+    rgb = np.empty((hd.height, hd.width, 3), dtype=np.uint8)
+    # The file's own tiling, whatever today's encoder would choose.
+    for (x0, y0, x1, y1), (hlat, latn) in zip(c.tiles(), c.streams(), strict=True):
+        sym = chunks_to_symbols(model, hlat, latn, x1 - x0, y1 - y0)
+        with phase("model"):
+            rgb[y0:y1, x0:x1] = _to_rgb8(synthesis(sym, hd.quality), x1 - x0, y1 - y0)
+    return rgb
+
+
+def _apply_residual(res: residual.Residual, rgb: np.ndarray, mode: str) -> np.ndarray:
     try:
-        res = residual.Residual.unpack(payload)
         planes, exact = residual.decode(res, _planes(rgb, mode))
     except (residual.ResidualError, ec.EntropyCodingError) as e:
         raise DecodeError(f"RESI: {e}") from None

@@ -49,6 +49,10 @@ class Residual:
             raise ResidualError(f"RESI: unsupported block {block} or max error {tau}")
         return cls(tau, crc, bound, payload[8:])
 
+    def matches(self, lossy: np.ndarray) -> bool:
+        """Whether ``lossy`` is the base layer the encoder coded this residual against."""
+        return zlib.crc32(np.ascontiguousarray(lossy).tobytes()) == self.lossy_crc
+
 
 def _blocks(plane: np.ndarray) -> np.ndarray:
     """[H, W] -> [nb, BLOCK*BLOCK], edge-padded to whole blocks, in raster order of blocks."""
@@ -88,4 +92,4 @@ def decode(res: Residual, lossy: np.ndarray) -> tuple[np.ndarray, bool]:
     planes = sym.reshape(c, nb, BLOCK * BLOCK)
     k = np.stack([_unblocks(planes[i], h, w) for i in range(c)], axis=-1)
     out = np.clip(lossy.astype(np.int32) + (2 * res.tau + 1) * k, 0, 255).astype(np.uint8)
-    return out, zlib.crc32(np.ascontiguousarray(lossy).tobytes()) == res.lossy_crc
+    return out, res.matches(lossy)

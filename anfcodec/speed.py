@@ -1,6 +1,7 @@
 """``anfcodec bench --speed``: wall time, peak memory and time split of encode and decode per image size.
 
-Every measurement runs in a fresh worker process (``python -m anfcodec.speed``),
+Decoding is timed on the default fixed-point path and, at 768x512, on the
+float32 ``--fast`` path. Every measurement runs in a fresh worker process (``python -m anfcodec.speed``),
 so its peak RSS is that of one encode or one decode. The worker loads the
 model and warms up before the clock starts; model loading is reported apart.
 Test images are mosaics of the benchmark folder's photographs (or of
@@ -71,7 +72,7 @@ def worker(kind: str, src: str, dst: str, repeats: int, quality: float) -> dict:
             if kind == "encode":
                 out = api.encode(raw, quality=quality)
             else:
-                img = api.decode(raw)
+                img = api.decode(raw, fast=kind == "decode-fast")
                 with phase("io"):
                     out = image_bytes(img, "PNG")
             times.append(time.perf_counter() - t)
@@ -132,10 +133,11 @@ def run(sources: list[Path], quality: float = 4, repeats: int = 5, sizes=SIZES) 
             rows.append({"size": name, "width": w, "height": h, "megapixels": w * h / 1e6, "repeats": n,
                          "encode": enc, "decode": dec, "bytes": anf.stat().st_size})
         png = tmp / "768x512.png"
+        fast = _measure("decode-fast", tmp / "768x512.anf", tmp / "fast.png", repeats, quality)
         mbt = {k: _measure(f"mbt-{k}", png, tmp / "unused", repeats, quality) for k in ("encode", "decode")}
         bar.update(2)
         bar.close()
-    return {"quality": quality, "rows": rows, "mbt2018_mean": mbt, "cpu_count": os.cpu_count()}
+    return {"quality": quality, "rows": rows, "decode_fast": fast, "mbt2018_mean": mbt, "cpu_count": os.cpu_count()}
 
 
 def markdown(result: dict) -> str:
@@ -160,6 +162,8 @@ def markdown(result: dict) -> str:
     first = result["rows"][0]
     lines += ["", "| 768x512, same process conditions | encode s | decode s |", "|---|---|---|",
               f"| anfcodec | {med(first['encode']):.2f} | {med(first['decode']):.2f} |",
+              f"| anfcodec decode --fast (float32 synthesis, not bit-exact across machines) | | "
+              f"{med(result['decode_fast']):.2f} |",
               f"| CompressAI mbt2018-mean (N=128, M=192) | {med(mbt['encode']):.2f} | {med(mbt['decode']):.2f} |",
               f"| ratio anfcodec / mbt2018-mean | {med(first['encode']) / med(mbt['encode']):.2f} | "
               f"{med(first['decode']) / med(mbt['decode']):.2f} |"]

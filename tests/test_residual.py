@@ -42,6 +42,16 @@ def test_lossless_through_the_api(mode):
     assert fmt.describe(data)["max_error"] == 0
 
 
+def test_files_coded_against_the_float_synthesis_still_decode_losslessly(monkeypatch, small_image):
+    # Encoders before the fixed-point synthesis coded the residual against the float32 decoder.
+    from anfcodec.zoo import default_model_id, load_model
+    model = load_model(default_model_id(), "cpu")
+    with monkeypatch.context() as m:
+        m.setattr(model, "decompress", model.decompress_float)
+        data = api.encode(small_image, max_error=0)
+    assert np.array_equal(np.asarray(api.decode(data)), np.asarray(small_image))
+
+
 def test_near_lossless_rate_between_lossy_and_lossless(small_image):
     lossy = len(anfcodec.encode(small_image, quality=8))
     near = anfcodec.encode(small_image, quality=8, max_error=2)

@@ -16,10 +16,12 @@ def test_worker_reports_time_memory_and_phases(tmp_path):
     speed.mosaic([SAMPLE], 128, 96).save(png)
     enc = speed._measure("encode", png, tmp_path / "x.anf", 2, 4)
     dec = speed._measure("decode", tmp_path / "x.anf", tmp_path / "y.png", 1, 4)
+    fast = speed._measure("decode-fast", tmp_path / "x.anf", tmp_path / "z.png", 1, 4)
     assert len(enc["times"]) == 2 and enc["peak_rss_mb"] > 50
     assert {"model", "entropy", "io"} <= set(enc["phases"]) and {"model", "entropy", "io"} <= set(dec["phases"])
     assert (tmp_path / "y.png").read_bytes()[:4] == b"\x89PNG"
-    result = {"quality": 4, "cpu_count": 2, "mbt2018_mean": {"encode": enc, "decode": dec},
+    assert (tmp_path / "z.png").read_bytes()[:4] == b"\x89PNG"
+    result = {"quality": 4, "cpu_count": 2, "mbt2018_mean": {"encode": enc, "decode": dec}, "decode_fast": fast,
               "rows": [{"size": "tiny", "width": 128, "height": 96, "megapixels": 128 * 96 / 1e6, "repeats": 2,
                         "encode": enc, "decode": dec, "bytes": 1}]}
     assert "ratio anfcodec / mbt2018-mean | 1.00 | 1.00" in speed.markdown(result)

@@ -157,12 +157,13 @@ class ANFIC(nn.Module):
     def lmbda(self, quality: torch.Tensor) -> torch.Tensor:
         return torch.exp(self._interp(self.log_lambdas, quality))
 
-    # Measured on Kodak with the first weights: one refinement step costs ~8% rate for +0.1 dB at
-    # lambda 0.0035 (an RD loss), breaks even near 0.025 and gains +0.9 dB for 11% at 0.18; below
-    # 0.02 plain analysis already re-encodes stably (0.02 dB drift over 5 generations). The step
-    # ramps in between these lambdas so that rate and PSNR stay continuous and monotone in quality
-    # (rate control bisects over them).
-    REFINE_RAMP = (0.01, 0.04)
+    # Refinement trades rate for re-encoding stability. With the 4.5 core-hour weights, on Kodak
+    # 1-4 over 6 generations, plain analysis drifts 0.05 dB at lambda 0.0009, 0.10 at 0.0019,
+    # 0.24 at 0.0041 and 0.38 at 0.009; at 0.009 a 0.3 step cuts that to 0.16 dB (+7% rate,
+    # +0.28 dB), 0.5 to 0.08 (+12%, +0.41 dB) and 1.0 to 0.02 (+26%, +0.47 dB). The step ramps
+    # log-linearly from 0 at lambda 0.002 (where drift is still small) to 1 at 0.04, so that rate
+    # and PSNR stay continuous and monotone in quality (rate control bisects over them).
+    REFINE_RAMP = (0.002, 0.04)
 
     def default_refine(self, quality: float) -> float:
         """Refinement for a quality, in steps: 0 at low lambdas, ramping to one full step."""
