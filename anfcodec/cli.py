@@ -282,14 +282,17 @@ def info(input, as_json):
               help="Give the qualities these rate-distortion lambdas; a resumed or --init run is retargeted.")
 @click.option("--quantizer", type=click.Choice(["fixed", "mean"]), default=None,
               help="Switch the run's latent quantizer [default: the run's own; 'fixed' for new runs].")
-def train(run_dir, data, minutes, batch, crop, lr, bf16, seed, M, N, init, lambdas, quantizer):
+@click.option("--threads", type=click.IntRange(1), default=2, show_default=True,
+              help="Torch threads. Use 1 while another job holds a core: two 2-thread jobs on 2 cores "
+                   "spin against each other (a step went from 0.5 s to 40 s).")
+def train(run_dir, data, minutes, batch, crop, lr, bf16, seed, M, N, init, lambdas, quantizer, threads):
     """Train (or resume training) the model on a folder of photographs."""
     from .models.anfic import ANFICConfig
     from .training.train import TrainOptions, train as run
     config = ANFICConfig()
     config.M, config.N = M or config.M, N or config.N
     opts = TrainOptions(run_dir=run_dir, minutes=minutes, batch=batch, crop=crop, lr=lr, bf16=bf16, seed=seed,
-                        config=config.to_dict(), init=init, quantizer=quantizer)
+                        config=config.to_dict(), init=init, quantizer=quantizer, threads=threads)
     if lambdas is not None:
         try:
             opts.lambdas = tuple(float(v) for v in lambdas.split(","))

@@ -28,6 +28,16 @@ def test_encode_decode_info(anf, tmp_path):
     assert b"LATN" in r.stdout and b"HLAT" in r.stdout
 
 
+def test_fast_decode_within_one_level_of_the_exact_one(anf, tmp_path):
+    import numpy as np
+    from PIL import Image
+    assert run_cli("decode", anf, "-o", tmp_path / "exact.png").returncode == 0
+    r = run_cli("decode", anf, "-o", tmp_path / "fast.png", "--fast")
+    assert r.returncode == 0, r.stderr
+    exact, fast = (np.asarray(Image.open(tmp_path / n)).astype(int) for n in ("exact.png", "fast.png"))
+    assert np.abs(exact - fast).max() <= 1
+
+
 def test_stdin_stdout(anf):
     r = run_cli("decode", "-", "-o", "-", stdin=anf.read_bytes())
     assert r.returncode == 0 and r.stdout[:8] == b"\x89PNG\r\n\x1a\n"

@@ -18,7 +18,9 @@ from conftest import ROOT, SAMPLE, kodak_images, synthetic_image
 
 WORKER = ROOT / "tests" / "determinism_worker.py"
 FAST = {"OMP_NUM_THREADS": "2", "ATEN_CPU_CAPABILITY": "avx512"}
-SLOW = {"OMP_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "default"}
+# The generic side also caps the ISA of MKL (float64 GEMMs) and oneDNN (the encoder's float path).
+SLOW = {"OMP_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
+        "ONEDNN_MAX_CPU_ISA": "SSE41"}
 
 
 def worker(env: dict, tag: str, *args):
