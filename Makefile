@@ -48,8 +48,8 @@ bench-high-rate: install  ## near-lossless/lossless on 3 Kodak images vs JPEG XL
 bench-speed: install  ## time and peak memory from 768x512 to 24 MP, vs mbt2018-mean -> docs/bench/speed.*
 	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --speed --qualities 4
 
-bench-generations: install  ## 10 re-encoding generations on 8 Kodak images vs JPEG/WebP -> docs/bench/generations.*
-	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --generations 10 --qualities 2,5,8 --limit 8
+bench-generations: install  ## 10 re-encoding generations on 4 Kodak images vs JPEG/WebP -> docs/bench/generations.*
+	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --generations 10 --qualities 2,4,5,6,8 --limit 4
 
 fuzz: install  ## the long hostile-input run (issue: reliability): 20000 cases per mutation strategy
 	FUZZ_EXAMPLES=20000 $(BIN)/python -m pytest -q tests/test_fuzz.py --hypothesis-show-statistics

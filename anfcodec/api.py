@@ -266,7 +266,10 @@ def _synthesize(model, c: fmt.Container, hd: fmt.Header, synthesis) -> np.ndarra
     for (x0, y0, x1, y1), (hlat, latn) in zip(c.tiles(), c.streams(), strict=True):
         sym = chunks_to_symbols(model, hlat, latn, x1 - x0, y1 - y0)
         with phase("model"):
-            rgb[y0:y1, x0:x1] = _to_rgb8(synthesis(sym, hd.quality), x1 - x0, y1 - y0)
+            try:
+                rgb[y0:y1, x0:x1] = _to_rgb8(synthesis(sym, hd.quality), x1 - x0, y1 - y0)
+            except ExactnessError:
+                raise DecodeError("LATN: latent values out of range (corrupt stream)") from None
     return rgb
 
 

@@ -70,3 +70,17 @@ def test_fast_decode_is_close_to_the_exact_one(small_image):
     exact = np.asarray(api.decode(data)).astype(int)
     fast = np.asarray(api.decode(data, fast=True)).astype(int)
     assert np.abs(exact - fast).max() <= 1
+
+
+def test_forged_huge_latents_are_a_clean_decode_error(model, small_image, monkeypatch):
+    # A stream forged with valid CRCs can carry latents far beyond anything an image produces.
+    real = api.chunks_to_symbols
+
+    def forged(*args):
+        sym = real(*args)
+        sym.latent[:] = 2**30
+        return sym
+    data = api.encode(small_image, quality=1)
+    monkeypatch.setattr(api, "chunks_to_symbols", forged)
+    with pytest.raises(api.DecodeError, match="out of range"):
+        api.decode(data)
