@@ -324,9 +324,11 @@ def train(run_dir, data, minutes, batch, crop, lr, bf16, seed, M, N, init, lambd
               help="Instead of RD curves: near-lossless and lossless against JPEG XL, AVIF, WebP and PNG.")
 @click.option("--speed", is_flag=True,
               help="Instead of RD curves: time and peak memory from 768x512 to 24 MP, against mbt2018-mean.")
+@click.option("--max-mp", type=click.FloatRange(min=0, min_open=True), default=None, metavar="MP",
+              help="With --speed: skip image sizes above MP megapixels (a quick run).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first LIMIT images.")
 def bench(folder, out, qualities, classical, reuse_classical, classical_from, anchors, generations, high_rate, speed,
-          limit):
+          max_mp, limit):
     """Measure RD curves, BD-rates and timings on a folder of PNG images.
 
     \b
@@ -347,7 +349,8 @@ def bench(folder, out, qualities, classical, reuse_classical, classical_from, an
         elif high_rate:
             module, name, result = highrate, "highrate", highrate.run(images)
         else:
-            module, name, result = speed_bench, "speed", speed_bench.run(images, qs[0])
+            sizes = [s for s in speed_bench.SIZES if max_mp is None or s[1] * s[2] <= max_mp * 1e6]
+            module, name, result = speed_bench, "speed", speed_bench.run(images, qs[0], sizes=sizes)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{name}.json").write_text(json.dumps(result, indent=1))
         (out / f"{name}.md").write_text(module.markdown(result))
