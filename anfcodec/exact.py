@@ -44,6 +44,30 @@ def _check(a: torch.Tensor, fan: float, bias_max: float) -> None:
         raise ExactnessError("fixed-point convolution would exceed 2^52")
 
 
+STRIP_BYTES = 64 << 20  # float64 convolutions unfold their input; strips keep that buffer this small
+
+
+def strip_conv(a: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: int = 1,
+               pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """conv2d of ``a`` (zero-padded by ``pad`` = (before, after) on both axes), in strips of output rows.
+
+    PyTorch's float64 convolution unfolds its whole input (C_in * k^2 values per output
+    sample: 2.4 GB for one layer of a 1024-pixel tile). Computing bands of output rows
+    from the matching input rows bounds that buffer; with integer arithmetic the result
+    is bit-identical to one call.
+    """
+    a = F.pad(a, (pad[0], pad[1], pad[0], pad[1])) if any(pad) else a
+    k = w.shape[-1]
+    h_out = (a.shape[-2] - k) // stride + 1
+    w_out = (a.shape[-1] - k) // stride + 1
+    rows = max(1, STRIP_BYTES // (8 * w.shape[1] * k * k * max(w_out, 1)))
+    if rows >= h_out:
+        return F.conv2d(a, w, b, stride=stride)
+    bands = [F.conv2d(a[..., r * stride:(min(r + rows, h_out) - 1) * stride + k, :], w, b, stride=stride)
+             for r in range(0, h_out, rows)]
+    return torch.cat(bands, dim=-2)
+
+
 def _fan(w: torch.Tensor, transposed: bool) -> float:
     """Largest sum of |weight| feeding one output: the worst-case gain of the layer."""
     return w.abs().sum(dim=(0, 2, 3) if transposed else (1, 2, 3)).max().item()
@@ -85,6 +109,9 @@ class ExactSequential:
         self.layers = []
         for layer in (seq if isinstance(seq, nn.Sequential) else [seq]):
             if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+                if len({*layer.kernel_size}) != 1 or len({*layer.stride}) != 1 or len({*layer.padding}) != 1 \
+                        or layer.dilation != (1, 1) or layer.groups != 1:
+                    raise TypeError("no exact form for non-square, dilated or grouped convolutions")
                 w = torch.round(layer.weight.detach().double() * 2.0**weight_bits)
                 b = None if layer.bias is None else \
                     torch.round(layer.bias.detach().double() * 2.0 ** (weight_bits + act_bits))
@@ -130,15 +157,15 @@ class ExactSequential:
                     raise ExactnessError("fixed-point GDN input would exceed 2^26")
                 sq = (a * a).mul_(2.0**-A).round_()
                 _check(sq, fan, bias_max)
-                norm = F.conv2d(sq, w, b).mul_(2.0 ** -(A + W)).sqrt_()
+                norm = strip_conv(sq, w, b).mul_(2.0 ** -(A + W)).sqrt_()
                 a = (a * norm if kind == "igdn" else a / norm).round_()
                 continue
             _check(a, fan, bias_max)
             if kind == "conv":
-                r = F.conv2d(a, w, b, stride=layer.stride, padding=layer.padding)
+                r = strip_conv(a, w, b, layer.stride[0], (layer.padding[0], layer.padding[0]))
             elif kind == "shuffle":
                 stride, before, after = layer
-                r = F.pixel_shuffle(F.conv2d(F.pad(a, (before, after, before, after)), w, b), stride)
+                r = F.pixel_shuffle(strip_conv(a, w, b, 1, (before, after)), stride)
             else:
                 r = F.conv_transpose2d(a, w, b, stride=layer.stride, padding=layer.padding,
                                        output_padding=layer.output_padding)

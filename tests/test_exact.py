@@ -7,6 +7,7 @@ from torch import nn
 
 from anfcodec import api
 from anfcodec.entropy_models import GDN
+from anfcodec import exact
 from anfcodec.exact import ExactnessError, ExactSequential, subpixel_kernel, to_grid
 from anfcodec.imageio import pad_edge
 
@@ -84,3 +85,14 @@ def test_forged_huge_latents_are_a_clean_decode_error(model, small_image, monkey
     monkeypatch.setattr(api, "chunks_to_symbols", forged)
     with pytest.raises(api.DecodeError, match="out of range"):
         api.decode(data)
+
+
+@pytest.mark.parametrize("stride,pad", [(1, (1, 1)), (2, (2, 2)), (1, (2, 1))])
+def test_strips_equal_one_convolution(monkeypatch, stride, pad):
+    g = torch.Generator().manual_seed(stride)
+    a = torch.randint(-99, 99, (1, 4, 37, 29), generator=g).double()
+    w = torch.randint(-99, 99, (6, 4, 5 if stride == 2 else 3, 5 if stride == 2 else 3), generator=g).double()
+    b = torch.randint(-99, 99, (6,), generator=g).double()
+    whole = F.conv2d(F.pad(a, (pad[0], pad[1], pad[0], pad[1])), w, b, stride=stride)
+    monkeypatch.setattr(exact, "STRIP_BYTES", 1)  # one output row per strip
+    assert torch.equal(exact.strip_conv(a, w, b, stride, pad), whole)
