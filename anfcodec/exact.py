@@ -48,13 +48,15 @@ STRIP_BYTES = 64 << 20  # float64 convolutions unfold their input; strips keep t
 
 
 def strip_conv(a: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: int = 1,
-               pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
-    """conv2d of ``a`` (zero-padded by ``pad`` = (before, after) on both axes), in strips of output rows.
+               pad: tuple[int, int] = (0, 0), shuffle: int = 1) -> torch.Tensor:
+    """conv2d of ``a`` (zero-padded by ``pad`` = (before, after) on both axes), in strips of output rows,
+    optionally followed by ``pixel_shuffle(shuffle)``.
 
     PyTorch's float64 convolution unfolds its whole input (C_in * k^2 values per output
     sample: 2.4 GB for one layer of a 1024-pixel tile). Computing bands of output rows
-    from the matching input rows bounds that buffer; with integer arithmetic the result
-    is bit-identical to one call.
+    from the matching input rows bounds that buffer, and writing each band into the
+    preallocated result avoids a second full-size copy; with integer arithmetic the
+    result is bit-identical to one call.
     """
     a = F.pad(a, (pad[0], pad[1], pad[0], pad[1])) if any(pad) else a
     k = w.shape[-1]
@@ -62,10 +64,14 @@ def strip_conv(a: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride:
     w_out = (a.shape[-1] - k) // stride + 1
     rows = max(1, STRIP_BYTES // (8 * w.shape[1] * k * k * max(w_out, 1)))
     if rows >= h_out:
-        return F.conv2d(a, w, b, stride=stride)
-    bands = [F.conv2d(a[..., r * stride:(min(r + rows, h_out) - 1) * stride + k, :], w, b, stride=stride)
-             for r in range(0, h_out, rows)]
-    return torch.cat(bands, dim=-2)
+        r = F.conv2d(a, w, b, stride=stride)
+        return F.pixel_shuffle(r, shuffle) if shuffle > 1 else r
+    out = a.new_empty(a.shape[0], w.shape[0] // shuffle**2, h_out * shuffle, w_out * shuffle)
+    for r0 in range(0, h_out, rows):
+        r1 = min(r0 + rows, h_out)
+        band = F.conv2d(a[..., r0 * stride:(r1 - 1) * stride + k, :], w, b, stride=stride)
+        out[..., r0 * shuffle:r1 * shuffle, :] = F.pixel_shuffle(band, shuffle) if shuffle > 1 else band
+    return out
 
 
 def _fan(w: torch.Tensor, transposed: bool) -> float:
@@ -144,6 +150,7 @@ class ExactSequential:
     def __call__(self, a: torch.Tensor) -> torch.Tensor:
         """``a``: integer-valued float64 activations on the 2^-act_bits grid; returns the same kind."""
         A, W = self.act_bits, self.weight_bits
+        owned = False  # never modify the caller's tensor
         for kind, w, b, layer, fan in self.layers:
             if kind == "leaky":
                 a = torch.where(a < 0, torch.round(a * w), a)
@@ -158,16 +165,21 @@ class ExactSequential:
                 sq = (a * a).mul_(2.0**-A).round_()
                 _check(sq, fan, bias_max)
                 norm = strip_conv(sq, w, b).mul_(2.0 ** -(A + W)).sqrt_()
-                a = (a * norm if kind == "igdn" else a / norm).round_()
+                del sq
+                if owned:  # in place: full-resolution float64 activations are 268 MB per 1024-pixel tile
+                    a = (a.mul_(norm) if kind == "igdn" else a.div_(norm)).round_()
+                else:
+                    a = (a * norm if kind == "igdn" else a / norm).round_()
                 continue
             _check(a, fan, bias_max)
             if kind == "conv":
                 r = strip_conv(a, w, b, layer.stride[0], (layer.padding[0], layer.padding[0]))
             elif kind == "shuffle":
                 stride, before, after = layer
-                r = F.pixel_shuffle(strip_conv(a, w, b, 1, (before, after)), stride)
+                r = strip_conv(a, w, b, 1, (before, after), shuffle=stride)
             else:
                 r = F.conv_transpose2d(a, w, b, stride=layer.stride, padding=layer.padding,
                                        output_padding=layer.output_padding)
             a = r.mul_(2.0**-W).round_()
+            owned = True  # a fresh tensor: later layers may work on it in place
         return a

@@ -96,3 +96,12 @@ def test_strips_equal_one_convolution(monkeypatch, stride, pad):
     whole = F.conv2d(F.pad(a, (pad[0], pad[1], pad[0], pad[1])), w, b, stride=stride)
     monkeypatch.setattr(exact, "STRIP_BYTES", 1)  # one output row per strip
     assert torch.equal(exact.strip_conv(a, w, b, stride, pad), whole)
+
+
+def test_strips_with_pixel_shuffle_equal_one_call(monkeypatch):
+    g = torch.Generator().manual_seed(7)
+    a = torch.randint(-99, 99, (1, 3, 11, 13), generator=g).double()
+    w = torch.randint(-99, 99, (8, 3, 3, 3), generator=g).double()
+    whole = F.pixel_shuffle(F.conv2d(F.pad(a, (1, 1, 1, 1)), w), 2)
+    monkeypatch.setattr(exact, "STRIP_BYTES", 1)
+    assert torch.equal(exact.strip_conv(a, w, None, 1, (1, 1), shuffle=2), whole)
