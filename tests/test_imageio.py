@@ -96,3 +96,20 @@ def test_exif_orientation_applied(tmp_path):
 def test_cmyk_converted(rgb, tmp_path):
     out, info = cli_round_trip(rgb.convert("CMYK"), tmp_path, suffix=".tif")
     assert out.mode == "RGB"
+
+
+def test_atomic_write_leaves_old_file_and_no_temporary_on_failure(tmp_path, monkeypatch):
+    import os
+    from anfcodec.imageio import atomic_write
+    out = tmp_path / "x.png"
+    out.write_bytes(b"precious")
+
+    def fail(*_):
+        raise OSError("disk full")
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError):
+        atomic_write(out, b"new")
+    assert out.read_bytes() == b"precious" and [p.name for p in tmp_path.iterdir()] == ["x.png"]
+    monkeypatch.undo()
+    atomic_write(out, b"new")
+    assert out.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["x.png"]
