@@ -219,7 +219,7 @@ def decode(data: bytes, device: str | None = None, max_pixels: int = DEFAULT_MAX
 
     The default synthesis is fixed point (``ANFIC.decompress``): every machine, thread
     count and device decodes the same pixels. ``fast`` uses the float32 synthesis instead,
-    about three times faster, whose pixels may differ by one level between machines; files
+    about four times faster, whose pixels may differ by one level between machines; files
     with a near-lossless residual layer always take the exact path, which their bound needs.
     """
     with phase("io"):

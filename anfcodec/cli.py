@@ -173,7 +173,7 @@ def encode(inputs, output, out_dir, jobs, quality, max_error, lossless, refine, 
 @click.option("--max-pixels", type=click.IntRange(1), default=None,
               help="Refuse files that declare more pixels [default: 268 MP].")
 @click.option("--fast", is_flag=True,
-              help="Float32 synthesis: about 3x faster, but pixels may differ by one level between machines "
+              help="Float32 synthesis: about 4x faster, but pixels may differ by one level between machines "
                    "[default: fixed point, the same pixels everywhere].")
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUT if it exists.")
 def decode(inputs, output, out_dir, out_format, jobs, device, max_pixels, fast, force):
