@@ -74,6 +74,10 @@ def strip_conv(a: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride:
     return out
 
 
+def _abs_max(b: torch.Tensor | None) -> float:
+    return 0.0 if b is None else b.abs().max().item()
+
+
 def _fan(w: torch.Tensor, transposed: bool) -> float:
     """Largest sum of |weight| feeding one output: the worst-case gain of the layer."""
     return w.abs().sum(dim=(0, 2, 3) if transposed else (1, 2, 3)).max().item()
@@ -127,16 +131,16 @@ class ExactSequential:
                     s, (w, before, after) = layer.stride[0], subpixel_kernel(w, layer.stride[0], layer.padding[0])
                     b = None if b is None else b.repeat_interleave(s * s)
                     kind, layer = "shuffle", (s, before, after)
-                self.layers.append((kind, w, b, layer, fan))
+                self.layers.append((kind, w, b, layer, fan, _abs_max(b)))
             elif isinstance(layer, nn.LeakyReLU):
-                self.layers.append(("leaky", layer.negative_slope, None, layer, 0.0))
+                self.layers.append(("leaky", layer.negative_slope, None, layer, 0.0, 0.0))
             elif isinstance(layer, GDN):
                 c = layer.beta.numel()
                 beta = layer.beta_reparam(layer.beta).detach().double()
                 gamma = layer.gamma_reparam(layer.gamma).detach().double().reshape(c, c, 1, 1)
                 g = torch.round(gamma * 2.0**weight_bits)
                 b = torch.round(beta * 2.0 ** (weight_bits + act_bits))
-                self.layers.append(("igdn" if layer.inverse else "gdn", g, b, layer, _fan(g, False)))
+                self.layers.append(("igdn" if layer.inverse else "gdn", g, b, layer, _fan(g, False), _abs_max(b)))
             else:
                 raise TypeError(f"no exact form for {type(layer).__name__}")
 
@@ -151,13 +155,12 @@ class ExactSequential:
         """``a``: integer-valued float64 activations on the 2^-act_bits grid; returns the same kind."""
         A, W = self.act_bits, self.weight_bits
         owned = False  # never modify the caller's tensor
-        for kind, w, b, layer, fan in self.layers:
+        for kind, w, b, layer, fan, bias_max in self.layers:
             if kind == "leaky":
                 a = torch.where(a < 0, torch.round(a * w), a)
                 continue
             w = w.to(a.device)
             b = None if b is None else b.to(a.device)
-            bias_max = 0.0 if b is None else b.abs().max().item()
             if kind in ("gdn", "igdn"):
                 # norm = beta + gamma * x^2, with x^2 requantized to the activation grid first.
                 if a.numel() and torch.linalg.vector_norm(a, float("inf")).item() >= 2.0**26:
