@@ -127,10 +127,12 @@ def run(folder: Path, out: Path, qualities: list[float], classical: bool = True,
             "enc_s": [float(np.median([r["enc_s"] for r in p["images"]])) for p in plist],
             "dec_s": [float(np.median([r["dec_s"] for r in p["images"]])) for p in plist],
         }
+    # No qualities: the classical codecs alone (the anchor cross-check, or curves to --reuse-classical).
     result = {"folder": str(folder), "images": len(images), "codecs": codecs, "classical_sources": sources,
-              "per_image": {ANFCODEC: points[ANFCODEC]}}
-    result["bd_rate_vs"] = {name: bd_rate(c["bpp"], c["psnr"], codecs[ANFCODEC]["bpp"], codecs[ANFCODEC]["psnr"])
-                            for name, c in codecs.items() if name != ANFCODEC}
+              "per_image": {ANFCODEC: points.get(ANFCODEC, [])}, "bd_rate_vs": {}}
+    if ANFCODEC in codecs:
+        result["bd_rate_vs"] = {name: bd_rate(c["bpp"], c["psnr"], codecs[ANFCODEC]["bpp"], codecs[ANFCODEC]["psnr"])
+                                for name, c in codecs.items() if name != ANFCODEC}
     if anchors and Path(anchors).exists() and not sources:
         result["anchor_check"] = anchor_check(codecs, json.loads(Path(anchors).read_text()))
     out.mkdir(parents=True, exist_ok=True)
@@ -150,12 +152,13 @@ def anchor_check(codecs: dict, anchors: dict) -> dict:
 
 
 def markdown(result: dict) -> str:
-    a = result["codecs"][ANFCODEC]
-    lines = [f"Images: {result['images']} from `{result['folder']}`", "",
-             "| quality | bpp | PSNR (dB) | encode s | decode s |", "|---|---|---|---|---|"]
-    for s, b, p, e, d in zip(a["settings"], a["bpp"], a["psnr"], a["enc_s"], a["dec_s"]):
-        lines.append(f"| {s:g} | {b:.4f} | {p:.2f} | {e:.2f} | {d:.2f} |")
-    lines += ["", "| anfcodec BD-rate vs | % (negative = anfcodec smaller) | curve measured by |", "|---|---|---|"]
+    lines = [f"Images: {result['images']} from `{result['folder']}`", ""]
+    a = result["codecs"].get(ANFCODEC)
+    if a:
+        lines += ["| quality | bpp | PSNR (dB) | encode s | decode s |", "|---|---|---|---|---|"]
+        for s, b, p, e, d in zip(a["settings"], a["bpp"], a["psnr"], a["enc_s"], a["dec_s"]):
+            lines.append(f"| {s:g} | {b:.4f} | {p:.2f} | {e:.2f} | {d:.2f} |")
+        lines += ["", "| anfcodec BD-rate vs | % (negative = anfcodec smaller) | curve measured by |", "|---|---|---|"]
     for name, v in result["bd_rate_vs"].items():
         src = result.get("classical_sources", {}).get(name, "this run")
         lines.append(f"| {name} | {'no overlap' if v is None else f'{v:+.1f}'} | {src} |")

@@ -38,6 +38,7 @@ class TrainOptions:
     crop: int = 256  # 128 crops left the hyperprior no interior positions (see docs/RESULTS.md)
     val_size: int = 512  # validation centre crops: large enough for interior hyperlatents (8x8)
     lr: float = 5e-4
+    lr_final: float | None = None  # cosine decay from lr to this over the --minutes budget; None: constant
     warmup: int = 200
     gain_lr_mult: float = 10.0
     bf16: bool = True
@@ -51,6 +52,18 @@ class TrainOptions:
     lambdas: tuple | None = None  # retarget the qualities of a resumed or initialised run
     quantizer: str | None = None  # switch a run's latent quantizer ("fixed" or "mean")
     config: dict | None = None
+
+
+def scheduled_lr(opts: TrainOptions, elapsed_fraction: float) -> float:
+    """The base learning rate after this fraction of the invocation's time budget.
+
+    Constant without ``lr_final``; otherwise a cosine from ``lr`` to ``lr_final``. The decay
+    follows wall-clock time because the budget is minutes: each invocation anneals once.
+    """
+    if opts.lr_final is None:
+        return opts.lr
+    f = min(max(elapsed_fraction, 0.0), 1.0)
+    return opts.lr_final + (opts.lr - opts.lr_final) * 0.5 * (1 + math.cos(math.pi * f))
 
 
 def _cpu_bf16_supported() -> bool:
@@ -228,9 +241,10 @@ def train(opts: TrainOptions) -> Path:
     bar = tqdm(desc="train", unit="step", initial=counters["step"], dynamic_ncols=True)
     while not stop["now"] and time.time() - t_start < opts.minutes * 60:
         step = counters["step"]
+        base_lr = scheduled_lr(opts, (time.time() - t_start) / (opts.minutes * 60))
         for g in opt.param_groups:
             warm = 1.0 if adam_start is None else min(1.0, (step - adam_start + 1) / opts.warmup)
-            g["lr"] = opts.lr * guard.lr_scale * g["lr_mult"] * warm
+            g["lr"] = base_lr * guard.lr_scale * g["lr_mult"] * warm
         x = sampler.batch(opts.batch).contiguous(memory_format=memory_format)
         q = 1 + (model.num_qualities - 1) * torch.rand(opts.batch, generator=qgen)
         out = model(x, q)
@@ -262,7 +276,7 @@ def train(opts: TrainOptions) -> Path:
         bar.update(1)
         if acc["n"] == opts.log_every:
             row = {k: acc[k] / acc["n"] for k in ("loss", "bpp", "psnr", "x2")}
-            row.update(step=counters["step"], wall_h=counters["wall_seconds"] / 3600,
+            row.update(step=counters["step"], lr=base_lr * guard.lr_scale, wall_h=counters["wall_seconds"] / 3600,
                        cpu_h=counters["cpu_seconds"] / 3600)
             logf.write(json.dumps(row) + "\n"); logf.flush()
             bar.set_postfix(loss=f"{row['loss']:.3f}", bpp=f"{row['bpp']:.3f}", psnr=f"{row['psnr']:.2f}")
