@@ -1,8 +1,8 @@
 """The Python API: ``encode(image, quality) -> bytes`` and ``decode(bytes) -> image``.
 
 The path of one image through the codec:
-image I/O (imageio) -> model.compress (models/) -> range coding
-(entropy_coding) -> chunks (container), and back again for decode.
+image I/O (imageio) -> model.compress (models/) -> symbols to chunks
+(bitstream, range coding in entropy_coding) -> container, and back again for decode.
 """
 from __future__ import annotations
 
@@ -16,20 +16,16 @@ from PIL import Image
 from . import container as fmt
 from . import entropy_coding as ec
 from . import residual
+from .bitstream import DecodeError, chunks_to_symbols, symbols_to_chunks
 from .exact import ExactnessError
 from .imageio import (DEFAULT_MAX_PIXELS, ImageError, decode_plane, encode_plane, join_image, open_image, pad_edge,
                       split_image)
 from .metrics import psnr
-from .models.anfic import Symbols
 from .ratecontrol import RateReport, search
 from .timing import phase
 from .zoo import default_model_id, find_entry, load_model
 
 QUALITY_MIN, QUALITY_MAX = 1.0, 8.0
-
-
-class DecodeError(ValueError):
-    """The file is well-formed but its content does not decode consistently."""
 
 
 def default_device() -> str:
@@ -42,16 +38,6 @@ def check_quality(quality: float) -> float:
         raise ValueError(f"quality must be between {QUALITY_MIN:g} and {QUALITY_MAX:g}, got {quality}")
     # The container stores quality in 1/256 steps; use exactly what the decoder will see.
     return fmt.quantize_quality(q) / fmt.QUALITY_SCALE
-
-
-def _hyper_tables(model) -> ec.FactorizedTables:
-    cache = getattr(model, "_hyper_tables", None)
-    if cache is None:
-        eb = model.entropy_bottleneck
-        cache = ec.FactorizedTables(eb._quantized_cdf.cpu().numpy(), eb._cdf_length.cpu().numpy(),
-                                    eb._offset.cpu().numpy())
-        model._hyper_tables = cache
-    return cache
 
 
 def encode(image, quality: float = 3, model_id: str | None = None, device: str | None = None,
@@ -169,7 +155,7 @@ def _tensor(rgb: np.ndarray, box: tuple[int, int, int, int], model) -> torch.Ten
         return pad_edge(x, model.pad_multiple).contiguous(memory_format=torch.channels_last)
 
 
-def _reconstruct(model, syms: list[Symbols], quality: float, pic) -> np.ndarray:
+def _reconstruct(model, syms: list, quality: float, pic) -> np.ndarray:
     """The decoder's 8-bit RGB image from the encoder's per-tile symbols."""
     h, w = pic.rgb.shape[:2]
     out = np.empty((h, w, 3), dtype=np.uint8)
@@ -178,7 +164,7 @@ def _reconstruct(model, syms: list[Symbols], quality: float, pic) -> np.ndarray:
     return out
 
 
-def _pack(pic, model, quality: float, syms: list[Symbols], extra: list | None = None) -> bytes:
+def _pack(pic, model, quality: float, syms: list, extra: list | None = None) -> bytes:
     h, w = pic.rgb.shape[:2]
     header = fmt.Header(model.model_id, model.weights_hash, quality, w, h, pic.mode, model.pad_multiple)
     chunks = []
@@ -201,16 +187,6 @@ def _pack(pic, model, quality: float, syms: list[Symbols], extra: list | None = 
 def _to_rgb8(x: torch.Tensor, width: int, height: int) -> np.ndarray:
     rgb = (x[0, :, :height, :width] * 255).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
     return np.ascontiguousarray(rgb)
-
-
-def symbols_to_chunks(model, sym: Symbols) -> list[tuple[bytes, bytes]]:
-    scale_index = sym.scale_index.cpu().numpy()
-    scales = model.scale_values().cpu().numpy()[scale_index]
-    bound, stream = ec.encode_latent(sym.latent.cpu().numpy(), scales, sym.offset.cpu().numpy())
-    return [
-        (b"HLAT", _hyper_tables(model).encode(sym.hyper.cpu().numpy())),
-        (b"LATN", fmt.pack_latent(bound, ec.index_checksum(scale_index), stream)),
-    ]
 
 
 def decode(data: bytes, device: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -263,8 +239,8 @@ def _synthesize(model, c: fmt.Container, hd: fmt.Header, synthesis) -> np.ndarra
     """The lossy 8-bit RGB image: every tile's symbols through ``synthesis``."""
     rgb = np.empty((hd.height, hd.width, 3), dtype=np.uint8)
     # The file's own tiling, whatever today's encoder would choose.
-    for (x0, y0, x1, y1), (hlat, latn) in zip(c.tiles(), c.streams(), strict=True):
-        sym = chunks_to_symbols(model, hlat, latn, x1 - x0, y1 - y0)
+    for (x0, y0, x1, y1), chunks in zip(c.tiles(), c.streams(), strict=True):
+        sym = chunks_to_symbols(model, chunks, x1 - x0, y1 - y0)
         with phase("model"):
             try:
                 rgb[y0:y1, x0:x1] = _to_rgb8(synthesis(sym, hd.quality), x1 - x0, y1 - y0)
@@ -295,40 +271,3 @@ def _metadata(c: fmt.Container, ctype: bytes) -> bytes | None:
         except zlib.error:
             return None
     return found[0] or None
-
-
-def latent_shape(model, width: int, height: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    """(hyperlatent shape, latent shape) for an image, both (C, H, W)."""
-    m, f = model.pad_multiple, model.config.block
-    ph, pw = -(-height // m) * m, -(-width // m) * m
-    return (model.config.hyper_N, ph // (4 * f), pw // (4 * f)), (model.config.M, ph // f, pw // f)
-
-
-def chunks_to_symbols(model, hlat: bytes, latn: bytes, width: int, height: int) -> Symbols:
-    """One tile's (or the whole image's) HLAT and LATN payloads -> symbols."""
-    device = next(model.parameters()).device
-    hshape, yshape = latent_shape(model, width, height)
-    try:
-        with phase("entropy"):
-            h_sym = _hyper_tables(model).decode(hlat, hshape)
-    except ec.EntropyCodingError as e:
-        raise DecodeError(f"HLAT: {e}") from None
-    try:
-        with phase("model"):
-            scale_index, mu = model.hyper_decode(torch.from_numpy(h_sym).to(device))
-    except ExactnessError:
-        raise DecodeError("HLAT: hyperlatent values out of range (corrupt stream)") from None
-    scale_index = scale_index[0].cpu().numpy()
-    offset = model.coding_offset(mu)[0]
-    bound, crc, stream = fmt.unpack_latent(latn)
-    if ec.index_checksum(scale_index) != crc:
-        raise DecodeError("decoder/encoder mismatch: the rebuilt entropy parameters differ from the encoder's "
-                          "(file written by different weights or a non-deterministic platform)")
-    scales = model.scale_values().cpu().numpy()[scale_index]
-    try:
-        with phase("entropy"):
-            y_sym = ec.decode_latent(stream, bound, scales, offset.cpu().numpy())
-    except ec.EntropyCodingError as e:
-        raise DecodeError(f"LATN: {e}") from None
-    return Symbols(torch.from_numpy(h_sym).to(device), torch.from_numpy(y_sym).to(device),
-                   torch.from_numpy(scale_index).to(device), offset)

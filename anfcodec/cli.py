@@ -255,6 +255,13 @@ def info(input, as_json):
         cols = len({b[0] for b in t["boxes"]})
         click.echo(f"  tiles     {t['count']} ({cols}x{t['count'] // cols} grid of {t['size'][0]}x{t['size'][1]}, "
                    "coded independently; HLAT/LATN pairs in raster order)")
+    if d["scales"]:
+        s, pixels = d["scales"], d["width"] * d["height"]
+        click.echo(f"  split     {s['regions']} regions of {s['region']}x{s['region']} px, map {s['split_bytes']} bytes")
+        for name, label in (("fine", "fine (1/16)"), ("coarse", "coarse (1/32)")):
+            v = s[name]
+            click.echo(f"  scale     {label:13} {100 * v['share']:5.1f}% of the area, {v['bytes']} bytes "
+                       f"({8 * v['bytes'] / pixels:.4f} bpp)")
     if d["metadata"]:
         click.echo(f"  metadata  {', '.join(d['metadata'])}")
     for ch in d["chunks"]:

@@ -27,7 +27,12 @@ RESIDUAL_CHUNK = b"RESI"              # critical: the near-lossless layer (see r
 TILE_CHUNK = b"TILE"                  # critical: the image is coded as independent tiles
 MAX_TILES = 1 << 16
 ICC_CHUNK, EXIF_CHUNK = b"iccp", b"exif"   # ancillary metadata
-KNOWN_CRITICAL = {b"HEAD", b"HLAT", b"LATN", ALPHA_CHUNK, RESIDUAL_CHUNK, TILE_CHUNK, b"IEND"}
+HYPER_CHUNK, LATENT_CHUNK = b"HLAT", b"LATN"          # the (fine-scale) hyperlatent and latent
+SPLIT_CHUNK = b"SPLT"                                 # multiscale models: the split map
+COARSE_HYPER_CHUNK, COARSE_LATENT_CHUNK = b"CHYP", b"CLAT"   # multiscale models: the coarse scale
+# Chunks that occur once per tile, in this order within a tile's group.
+PER_TILE = (SPLIT_CHUNK, COARSE_HYPER_CHUNK, COARSE_LATENT_CHUNK, HYPER_CHUNK, LATENT_CHUNK)
+KNOWN_CRITICAL = {HEADER_CHUNK, *PER_TILE, ALPHA_CHUNK, RESIDUAL_CHUNK, TILE_CHUNK, END_CHUNK}
 
 
 class FormatError(ValueError):
@@ -96,14 +101,18 @@ class Container:
                 raise FormatError(f"TILE: {count} tiles declared, more than {MAX_TILES}")
         return tile_grid(self.header.width, self.header.height, size)
 
-    def streams(self) -> list[tuple[bytes, bytes]]:
-        """The (HLAT, LATN) payload pair of each tile, in stream order."""
-        hlat = [p for t, p in self.chunks if t == b"HLAT"]
-        latn = [p for t, p in self.chunks if t == b"LATN"]
+    def streams(self) -> list[dict[bytes, bytes]]:
+        """Each tile's coded chunks (type -> payload), in stream order.
+
+        HLAT and LATN occur once per tile; a multiscale file's SPLT, CHYP and CLAT too.
+        Which set a model needs is the decoder's check (``bitstream``).
+        """
         n = len(self.tiles())
-        if len(hlat) != n or len(latn) != n:
-            raise FormatError(f"expected {n} HLAT and LATN chunks, found {len(hlat)} and {len(latn)}")
-        return list(zip(hlat, latn))
+        per_type = {t: [p for ct, p in self.chunks if ct == t] for t in PER_TILE}
+        for t, found in per_type.items():
+            if (found or t in (HYPER_CHUNK, LATENT_CHUNK)) and len(found) != n:
+                raise FormatError(f"expected {n} {t.decode()} chunk(s) (one per tile), found {len(found)}")
+        return [{t: found[i] for t, found in per_type.items() if found} for i in range(n)]
 
 
 def tile_grid(width: int, height: int, size: tuple[int, int] | None) -> list[tuple[int, int, int, int]]:
@@ -220,7 +229,40 @@ def describe(data: bytes) -> dict:
         "tiles": {"count": len(tiles), "size": [tiles[0][2] - tiles[0][0], tiles[0][3] - tiles[0][1]],
                   "boxes": tiles} if len(tiles) > 1 else None,
         "chunks": [{"type": t.decode(), "bytes": len(p)} for t, p in c.chunks],
+        "scales": describe_scales(c) if any(t == SPLIT_CHUNK for t, _ in c.chunks) else None,
     }
+
+
+def split_maps(c: Container) -> list[tuple[int, "object"]]:
+    """(region side, boolean map: True = fine) of each tile of a multiscale file, decoded."""
+    from . import entropy_coding as ec   # numpy and constriction, still no PyTorch
+    maps = []
+    pad = c.header.pad_multiple
+    for (x0, y0, x1, y1), chunks in zip(c.tiles(), c.streams()):
+        region, crc, coded = unpack_split(chunks[SPLIT_CHUNK])
+        shape = (-(-(y1 - y0) // pad) * pad // region, -(-(x1 - x0) // pad) * pad // region)
+        try:
+            split = ec.decode_split(coded, shape)
+        except ec.EntropyCodingError as e:
+            raise FormatError(f"SPLT: {e}") from None
+        if ec.split_checksum(split) != crc:
+            raise FormatError("SPLT: the split map does not match its CRC")
+        maps.append((region, split))
+    return maps
+
+
+def describe_scales(c: Container) -> dict:
+    """Bytes per scale, split-map bytes and the share of regions (latent area) coded at each scale."""
+    groups = c.streams()
+    maps = split_maps(c)
+    regions = sum(int(m.size) for _, m in maps)
+    fine = sum(int(m.sum()) for _, m in maps) / max(regions, 1)
+
+    def size(*types: bytes) -> int:
+        return sum(len(g[t]) for g in groups for t in types)
+    return {"region": maps[0][0], "regions": regions, "split_bytes": size(SPLIT_CHUNK),
+            "fine": {"bytes": size(HYPER_CHUNK, LATENT_CHUNK), "share": fine},
+            "coarse": {"bytes": size(COARSE_HYPER_CHUNK, COARSE_LATENT_CHUNK), "share": 1 - fine}}
 
 
 class _Reader:
@@ -263,7 +305,22 @@ def pack_latent(bound: int, index_crc: int, stream: bytes) -> bytes:
     return struct.pack(">II", bound, index_crc) + stream
 
 
-def unpack_latent(payload: bytes) -> tuple[int, int, bytes]:
-    r = _Reader(payload, "LATN")
+def unpack_latent(payload: bytes, what: str = "LATN") -> tuple[int, int, bytes]:
+    """LATN or CLAT payload -> (bound, index CRC, range-coder words)."""
+    r = _Reader(payload, what)
     bound, index_crc = r.unpack(">II")
     return bound, index_crc, r.rest()
+
+
+def pack_split(region: int, map_crc: int, coded: bytes) -> bytes:
+    """SPLT payload: region side in pixels (u16), CRC-32 of the decoded map (u32), the coded map."""
+    return struct.pack(">HI", region, map_crc) + coded
+
+
+def unpack_split(payload: bytes) -> tuple[int, int, bytes]:
+    """SPLT payload -> (region side, map CRC, coded map: P(fine) u16 and range-coder words)."""
+    r = _Reader(payload, "SPLT")
+    region, map_crc = r.unpack(">HI")
+    if region == 0:
+        raise FormatError("SPLT: region size is zero")
+    return region, map_crc, r.rest()

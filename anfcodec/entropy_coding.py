@@ -132,6 +132,44 @@ def decode_latent(payload: bytes, bound: int, scales: np.ndarray, means: np.ndar
     return sym.astype(np.int32).reshape(scales.shape)
 
 
+# -- split maps: one binary decision per region ----------------------------------------
+
+SPLIT_PROB_BITS = 16
+
+
+def _split_model(k: int):
+    """Static binary model: P(fine) = k / 2^16. Integer-valued pmf, so every machine builds the same table."""
+    return _model.Categorical(np.array([(1 << SPLIT_PROB_BITS) - k, k], dtype=np.float64), perfect=False)
+
+
+def split_checksum(split: np.ndarray) -> int:
+    """CRC32 of a split map (one byte per region, row-major): a forged or damaged map is caught."""
+    return zlib.crc32(np.ascontiguousarray(split, dtype=np.uint8).tobytes())
+
+
+def encode_split(split: np.ndarray) -> bytes:
+    """Boolean split map (True = fine) -> payload: P(fine) as u16 (big-endian), then range-coder words."""
+    bits = split.reshape(-1).astype(np.int32)
+    k = int(round((1 << SPLIT_PROB_BITS) * bits.mean())) if bits.size else 1
+    k = min(max(k, 1), (1 << SPLIT_PROB_BITS) - 1)
+    enc = _queue.RangeEncoder()
+    if bits.size:
+        enc.encode(bits, _split_model(k))
+    return k.to_bytes(2, "big") + _to_bytes(enc.get_compressed())
+
+
+@_guarded
+def decode_split(payload: bytes, shape: tuple[int, int]) -> np.ndarray:
+    """Inverse of ``encode_split``: a boolean map of ``shape``."""
+    if len(payload) < 2:
+        raise EntropyCodingError("split map payload too short")
+    k = int.from_bytes(payload[:2], "big")
+    if not 1 <= k < 1 << SPLIT_PROB_BITS:
+        raise EntropyCodingError(f"split probability {k} out of range")
+    bits = _decoder(payload[2:]).decode(_split_model(k), int(np.prod(shape)))
+    return bits.astype(bool).reshape(shape)
+
+
 # -- hyperlatents: per-channel factorized tables ------------------------------------
 
 class FactorizedTables:

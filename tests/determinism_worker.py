@@ -38,7 +38,7 @@ def main(argv):
         for anf in sorted(out.glob("*.anf")):
             data = anf.read_bytes()
             c = fmt.unpack(data)
-            sym = api.chunks_to_symbols(model, *c.streams()[0], c.header.width, c.header.height)
+            sym = api.chunks_to_symbols(model, c.streams()[0], c.header.width, c.header.height)
             np.savez(out / f"{anf.stem}.{tag}.npz", hyper=sym.hyper.numpy(), latent=sym.latent.numpy())
             api.decode(data).save(out / f"{anf.stem}.{tag}.png")
 

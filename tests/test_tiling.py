@@ -32,9 +32,9 @@ def test_tiled_round_trip(tiny_tiles, small_image, model):
     assert psnr(np.asarray(small_image), out) > 25
     # Every tile's symbols decode exactly as the encoder made them.
     rgb = np.asarray(small_image)
-    for box, (hlat, latn) in zip(c.tiles(), c.streams()):
+    for box, chunks in zip(c.tiles(), c.streams()):
         sym = model.compress(api._tensor(rgb, box, model), 4.0, model.default_refine(4.0))
-        dec = api.chunks_to_symbols(model, hlat, latn, box[2] - box[0], box[3] - box[1])
+        dec = api.chunks_to_symbols(model, chunks, box[2] - box[0], box[3] - box[1])
         assert np.array_equal(sym.latent.numpy(), dec.latent.numpy())
 
 
@@ -53,7 +53,7 @@ def test_bad_tiling_is_refused(tiny_tiles, small_image):
     huge_grid = [(t, fmt.pack_tile_size(64, 64) if t == fmt.TILE_CHUNK else p) for t, p in c.chunks]
     last_latn = max(i for i, (t, _) in enumerate(c.chunks) if t == b"LATN")
     missing = c.chunks[:last_latn] + c.chunks[last_latn + 1:]
-    for chunks, match in ((bad_size, "multiple"), (missing, "HLAT and LATN")):
+    for chunks, match in ((bad_size, "multiple"), (missing, "4 LATN chunk")):
         with pytest.raises(fmt.FormatError, match=match):
             anfcodec.decode(with_chunks(chunks))
     big = fmt.Header(c.header.model_id, c.header.weights_hash, 2, 1 << 20, 1 << 20, "RGB", 64)

@@ -1,7 +1,8 @@
 """Model family registry: architecture name (a stable string) -> class."""
 from .anfic import ANFIC, ANFICConfig
+from .msanfic import MSANFIC, MSANFICConfig
 
-ARCHITECTURES = {ANFIC.arch: ANFIC}
+ARCHITECTURES = {ANFIC.arch: ANFIC, MSANFIC.arch: MSANFIC}
 
 
 def build_model(config: dict):
@@ -11,4 +12,4 @@ def build_model(config: dict):
     return ARCHITECTURES[arch].from_config(config)
 
 
-__all__ = ["ANFIC", "ANFICConfig", "ARCHITECTURES", "build_model"]
+__all__ = ["ANFIC", "ANFICConfig", "MSANFIC", "MSANFICConfig", "ARCHITECTURES", "build_model"]

@@ -314,7 +314,10 @@ class ANFIC(nn.Module):
         every machine decodes the same pixels; ``decompress_float`` is the float path.
         """
         _, mu = self.hyper_decode(symbols.hyper)
-        y_hat = symbols.latent[None].double() + self._grid_mean(mu)
+        return self.synthesize_exact(symbols.latent[None].double() + self._grid_mean(mu), quality)
+
+    def synthesize_exact(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
+        """Dequantized latent (float64, on a dyadic grid no finer than 2^-14) -> image, in fixed point."""
         net = self._exact_nets()
         A = SYNTH_ACT_BITS
         inv_gain = torch.tensor(self._fixed_point_table(self.log_gain, quality, GAIN_BITS, exp_neg=True),
@@ -330,9 +333,11 @@ class ANFIC(nn.Module):
     @torch.inference_mode()
     def decompress_float(self, symbols: Symbols, quality: float) -> torch.Tensor:
         """The float32 decoder: faster, but its pixels may differ by a level between machines."""
-        q = torch.tensor([quality], dtype=torch.float32, device=symbols.latent.device)
         _, mu = self.hyper_decode(symbols.hyper)
-        y_hat = symbols.latent[None].float() + self._grid_mean(mu).float()
+        return self.synthesize_float(symbols.latent[None].float() + self._grid_mean(mu).float(), quality)
+
+    def synthesize_float(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
+        q = torch.tensor([quality], dtype=torch.float32, device=y_hat.device)
         x = self.flow_inverse(y_hat / self.gain(q))
         return (self._post(x, q) + 0.5).clamp(0, 1)
 

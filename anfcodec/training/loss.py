@@ -13,7 +13,8 @@ def rd_loss(out: dict, x: torch.Tensor, lmbda: torch.Tensor, x2_weight: float = 
     mse = ((out["x_hat"] - x) ** 2).reshape(b, -1).mean(1)
     x2 = (out["x2"] ** 2).reshape(b, -1).mean(1)
     scale = lmbda * 255.0**2
-    loss = bpp + scale * (mse + x2_weight * x2)
+    # aux_loss: a model's extra training objective (MS-ANFIC's coarse scale coded everywhere)
+    loss = bpp + scale * (mse + x2_weight * x2) + out.get("aux_loss", 0.0)
     return {
         "loss": loss.mean(),
         "bpp": bpp.detach(),

@@ -1,0 +1,148 @@
+"""Symbols <-> chunk payloads for each model family: the step between the model and the container.
+
+ANFIC writes two chunks per image (or tile): ``HLAT`` (hyperlatent) and ``LATN``
+(latent). MS-ANFIC writes the split map first, then its coarse scale, then the
+fine one: ``SPLT``, ``CHYP``, ``CLAT``, ``HLAT``, ``LATN``. The decoder rebuilds
+each scale's entropy parameters in the same order the encoder used them (the
+fine hyperprior is conditioned on the decoded coarse latent) and checks each
+scale's table-index CRC before decoding its latent.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import container as fmt
+from . import entropy_coding as ec
+from .exact import ExactnessError
+from .models.anfic import Symbols
+from .models.msanfic import REGION, MSSymbols
+from .timing import phase
+
+
+class DecodeError(ValueError):
+    """The file is well-formed but its content does not decode consistently."""
+
+
+def _tables(model, name: str = "entropy_bottleneck") -> ec.FactorizedTables:
+    """The frozen hyperlatent CDFs of one EntropyBottleneck, cached on the model."""
+    cache = model.__dict__.setdefault("_factorized_tables", {})
+    if name not in cache:
+        eb = getattr(model, name)
+        cache[name] = ec.FactorizedTables(eb._quantized_cdf.cpu().numpy(), eb._cdf_length.cpu().numpy(),
+                                          eb._offset.cpu().numpy())
+    return cache[name]
+
+
+def latent_shape(model, width: int, height: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """(hyperlatent shape, latent shape) of the fine scale for an image, both (C, H, W)."""
+    m, f = model.pad_multiple, model.config.block
+    ph, pw = -(-height // m) * m, -(-width // m) * m
+    return (model.config.hyper_N, ph // (4 * f), pw // (4 * f)), (model.config.M, ph // f, pw // f)
+
+
+def symbols_to_chunks(model, sym) -> list[tuple[bytes, bytes]]:
+    """One image's (or tile's) symbols -> its chunks, in stream order."""
+    if isinstance(sym, MSSymbols):
+        split = sym.split.cpu().numpy().astype(bool)
+        up = np.repeat(np.repeat(split, 2, 0), 2, 1)
+        return [(fmt.SPLIT_CHUNK, fmt.pack_split(REGION, ec.split_checksum(split), ec.encode_split(split))),
+                (fmt.COARSE_HYPER_CHUNK, _tables(model, "entropy_bottleneck_c").encode(sym.coarse.hyper.cpu().numpy())),
+                (fmt.COARSE_LATENT_CHUNK, _latent_payload(model, sym.coarse, ~split)),
+                (fmt.HYPER_CHUNK, _tables(model).encode(sym.fine.hyper.cpu().numpy())),
+                (fmt.LATENT_CHUNK, _latent_payload(model, sym.fine, up))]
+    return [(fmt.HYPER_CHUNK, _tables(model).encode(sym.hyper.cpu().numpy())),
+            (fmt.LATENT_CHUNK, _latent_payload(model, sym, None))]
+
+
+def _latent_payload(model, sym: Symbols, where: np.ndarray | None) -> bytes:
+    """LATN/CLAT payload: the symbols at the positions ``where`` (all if None), channel by channel."""
+    scale_index = sym.scale_index.cpu().numpy()
+    scales = model.scale_values().cpu().numpy()[scale_index]
+    latent, offset = sym.latent.cpu().numpy(), sym.offset.cpu().numpy()
+    if where is not None:
+        latent, scales, offset = latent[:, where], scales[:, where], offset[:, where]
+    bound, stream = ec.encode_latent(latent, scales, offset)
+    return fmt.pack_latent(bound, ec.index_checksum(scale_index), stream)
+
+
+def chunks_to_symbols(model, chunks: dict[bytes, bytes], width: int, height: int):
+    """One image's (or tile's) chunk payloads, by type -> the model's symbols."""
+    device = next(model.parameters()).device
+    hshape, yshape = latent_shape(model, width, height)
+    if model.arch == "ms-anfic":
+        return _ms_symbols(model, chunks, hshape, yshape, device)
+    _require(chunks, fmt.HYPER_CHUNK, fmt.LATENT_CHUNK)
+    h_sym = _hyper(model, "entropy_bottleneck", chunks[fmt.HYPER_CHUNK], hshape, device)
+    scale_index, mu = _params("HLAT", model.hyper_decode, h_sym)
+    return _latent(model, "LATN", chunks[fmt.LATENT_CHUNK], h_sym, scale_index, mu, None, device)
+
+
+def _ms_symbols(model, chunks: dict, hshape, yshape, device) -> MSSymbols:
+    _require(chunks, fmt.SPLIT_CHUNK, fmt.COARSE_HYPER_CHUNK, fmt.COARSE_LATENT_CHUNK, fmt.HYPER_CHUNK,
+             fmt.LATENT_CHUNK)
+    cshape = (model.config.coarse_M, yshape[1] // 2, yshape[2] // 2)
+    region, crc, stream = fmt.unpack_split(chunks[fmt.SPLIT_CHUNK])
+    if region != REGION:
+        raise DecodeError(f"SPLT: region size {region}, this model uses {REGION}")
+    try:
+        split = ec.decode_split(stream, cshape[1:])
+    except ec.EntropyCodingError as e:
+        raise DecodeError(f"SPLT: {e}") from None
+    if ec.split_checksum(split) != crc:
+        raise DecodeError("SPLT: the split map does not decode to what the encoder wrote (corrupt stream)")
+    hc_sym = _hyper(model, "entropy_bottleneck_c", chunks[fmt.COARSE_HYPER_CHUNK],
+                    (model.config.coarse_hyper_N, *hshape[1:]), device)
+    idx_c, mu_c = _params("CHYP", model.coarse_params, hc_sym)
+    coarse = _latent(model, "CLAT", chunks[fmt.COARSE_LATENT_CHUNK], hc_sym, idx_c, mu_c, ~split, device)
+    yc_hat = (coarse.latent.double() + torch.round(mu_c[0]).double()) * torch.from_numpy(~split).to(device)
+    h_sym = _hyper(model, "entropy_bottleneck", chunks[fmt.HYPER_CHUNK], hshape, device)
+    idx, mu = _params("HLAT", lambda h: model.hyper_decode(h, model.context(yc_hat)), h_sym)
+    up = np.repeat(np.repeat(split, 2, 0), 2, 1)
+    fine = _latent(model, "LATN", chunks[fmt.LATENT_CHUNK], h_sym, idx, mu, up, device)
+    return MSSymbols(fine, coarse, torch.from_numpy(split.astype(np.uint8)).to(device))
+
+
+def _require(chunks: dict, *types: bytes) -> None:
+    missing = [t.decode() for t in types if t not in chunks]
+    if missing:
+        raise DecodeError(f"missing {', '.join(missing)} chunk(s) for this model")
+
+
+def _hyper(model, name: str, payload: bytes, shape, device) -> torch.Tensor:
+    try:
+        with phase("entropy"):
+            return torch.from_numpy(_tables(model, name).decode(payload, shape)).to(device)
+    except ec.EntropyCodingError as e:
+        raise DecodeError(f"{'HLAT' if name == 'entropy_bottleneck' else 'CHYP'}: {e}") from None
+
+
+def _params(what: str, decode, h_sym: torch.Tensor):
+    try:
+        with phase("model"):
+            return decode(h_sym)
+    except ExactnessError:
+        raise DecodeError(f"{what}: hyperlatent values out of range (corrupt stream)") from None
+
+
+def _latent(model, what: str, payload: bytes, h_sym, scale_index, mu, where: np.ndarray | None, device) -> Symbols:
+    """Check the table-index CRC, then decode the latent symbols at ``where`` (all if None)."""
+    scale_index = scale_index[0].cpu().numpy()
+    offset = model.coding_offset(mu)[0]
+    bound, crc, stream = fmt.unpack_latent(payload, what)
+    if ec.index_checksum(scale_index) != crc:
+        raise DecodeError(f"{what}: decoder/encoder mismatch: the rebuilt entropy parameters differ from the "
+                          "encoder's (file written by different weights or a non-deterministic platform)")
+    scales = model.scale_values().cpu().numpy()[scale_index]
+    off = offset.cpu().numpy()
+    try:
+        with phase("entropy"):
+            if where is None:
+                y_sym = ec.decode_latent(stream, bound, scales, off)
+            else:
+                y_sym = np.zeros(scale_index.shape, dtype=np.int32)
+                y_sym[:, where] = ec.decode_latent(stream, bound, scales[:, where], off[:, where])
+    except ec.EntropyCodingError as e:
+        raise DecodeError(f"{what}: {e}") from None
+    return Symbols(h_sym[0] if h_sym.dim() == 4 else h_sym, torch.from_numpy(y_sym).to(device),
+                   torch.from_numpy(scale_index).to(device), offset)

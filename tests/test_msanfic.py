@@ -1,0 +1,150 @@
+"""MS-ANFIC: the foundation's contract for the multiscale model, split maps and their chunks.
+
+The model here is built from the shipped single-scale weights (``from_single_scale``)
+and installed in a temporary weights folder, so these tests do not depend on trained
+multiscale weights. Its coarse scale is untrained, so the RD search picks the fine
+scale; tests that need coarse regions impose a split map.
+"""
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from anfcodec import api, bitstream, zoo
+from anfcodec import container as fmt
+from anfcodec.imageio import pad_edge
+from anfcodec.models import MSANFIC
+from anfcodec.training.export import export
+from roundtrip import assert_same_symbols, check_round_trip
+from test_models import check_inverse
+
+MS_ID = "ms-anfic-test"
+
+
+@pytest.fixture(scope="module")
+def ms_model(tmp_path_factory):
+    src = zoo.WEIGHTS_DIR
+    wdir = tmp_path_factory.mktemp("weights")
+    man = zoo.manifest(src)
+    for entry in man["models"].values():
+        shutil.copy(src / entry["file"], wdir / entry["file"])
+    (wdir / zoo.MANIFEST).write_text(json.dumps(man))
+    base = man["models"][man["default"]]
+    ms = MSANFIC.from_single_scale(zoo.load_state_dict_file(src / base["file"]), base["config"])
+    ckpt = wdir / "ms.ckpt"
+    torch.save({"config": ms.config.to_dict(), "model": ms.state_dict(),
+                "counters": {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "best_val": math.inf}}, ckpt)
+    export(ckpt, wdir, MS_ID, make_default=False)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(zoo, "WEIGHTS_DIR", wdir)
+    yield zoo.load_model(MS_ID, "cpu")
+    mp.undo()
+
+
+def _x(img) -> torch.Tensor:
+    return pad_edge(torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1)[None].float() / 255, 64)
+
+
+def _checkerboard(model, x) -> torch.Tensor:
+    h, w = x.shape[-2] // 32, x.shape[-1] // 32
+    return torch.from_numpy((np.add.outer(np.arange(h), np.arange(w)) % 2).astype(np.uint8))
+
+
+def _file(model, img, quality, split=None) -> tuple[bytes, object]:
+    """An .anf file of ``img`` coded with an imposed split map (whole image, no tiles)."""
+    x = _x(img)
+    sym = model.quantize(model.analyze(x), quality, split)
+    h, w = np.asarray(img).shape[:2]
+    header = fmt.Header(model.model_id, model.weights_hash, quality, w, h, "RGB", model.pad_multiple)
+    return fmt.pack(fmt.Container(header, bitstream.symbols_to_chunks(model, sym))), sym
+
+
+def test_starts_as_the_single_scale_model(ms_model, model, sample_image):
+    x = _x(sample_image)
+    sym = ms_model.compress(x, 4.0, 0)
+    assert sym.split.all()  # untrained coarse scale: the RD search keeps every region fine
+    assert torch.equal(ms_model.decompress(sym, 4.0), model.decompress(model.compress(x, 4.0, 0), 4.0))
+
+
+def test_flow_is_invertible_with_quantization_bypassed(ms_model, sample_image):
+    assert check_inverse(ms_model, _x(sample_image)) < 1e-3
+
+
+@pytest.mark.parametrize("quality", [1.0, 4.0, 8.0])
+def test_round_trip_contract(ms_model, small_image, quality):
+    r = check_round_trip(ms_model, small_image, quality, refine=0)
+    assert r["psnr"] > 20
+
+
+@pytest.mark.parametrize("quality", [1.0, 4.0, 8.0])
+def test_exact_round_trip_with_both_scales(ms_model, sample_image, quality):
+    x = _x(sample_image)
+    split = _checkerboard(ms_model, x)
+    data, enc = _file(ms_model, sample_image, quality, split)
+    c = fmt.unpack(data)
+    assert [t for t, _ in c.chunks] == [b"SPLT", b"CHYP", b"CLAT", b"HLAT", b"LATN"]
+    h, w = np.asarray(sample_image).shape[:2]
+    dec = api.chunks_to_symbols(ms_model, c.streams()[0], w, h)
+    assert_same_symbols(enc, dec)
+    assert torch.equal(dec.split, split)
+    assert enc.coarse.latent[:, split.bool()].abs().sum() == 0  # masked positions carry nothing
+    assert enc.fine.latent[:, ~ms_model._up(split[None, None].float())[0, 0].bool()].abs().sum() == 0
+    # The file decodes to the model's own exact reconstruction.
+    out = np.asarray(api.decode(data))
+    ref = (ms_model.decompress(enc, quality)[0, :, :h, :w] * 255).round().byte().permute(1, 2, 0).numpy()
+    assert np.array_equal(out, ref)
+    # Its size is the estimated rate of what it codes (within 3%, or 200 bytes of chunk overhead).
+    est = sum(float((-torch.log2(v)).sum()) for v in ms_model.likelihoods(enc).values()) / 8
+    coded = c.streams()[0]
+    payload = len(coded[b"HLAT"]) + len(coded[b"CHYP"]) + sum(len(fmt.unpack_latent(coded[t])[2])
+                                                              for t in (b"LATN", b"CLAT"))
+    assert abs(payload - est) <= max(0.03 * est, 200), (payload, est)
+    info = fmt.describe(data)["scales"]
+    assert info["fine"]["share"] == pytest.approx(float(split.float().mean()))
+
+
+def _repack(data: bytes, change) -> bytes:
+    c = fmt.unpack(data)
+    return fmt.pack(fmt.Container(c.header, change(c.chunks)))
+
+
+def test_damaged_split_map_and_scale_chunks_are_clean_errors(ms_model, sample_image):
+    data, _ = _file(ms_model, sample_image, 4.0, _checkerboard(ms_model, _x(sample_image)))
+    c = fmt.unpack(data)
+    # Bytes flipped on disk: the chunk CRC names the chunk.
+    for ctype in (b"SPLT", b"CLAT", b"CHYP"):
+        pos = data.index(ctype) + 10
+        bad = data[:pos] + bytes([data[pos] ^ 0x5A]) + data[pos + 1:]
+        with pytest.raises(fmt.FormatError, match=f"CRC mismatch in {ctype.decode()}"):
+            api.decode(bad)
+    # A forged split map with a valid chunk CRC: the map's own CRC catches it.
+    def forge_split(chunks):
+        out = []
+        for t, p in chunks:
+            if t == b"SPLT":
+                region, crc, coded = fmt.unpack_split(p)
+                p = fmt.pack_split(region, crc, coded[:2] + bytes(b ^ 0xFF for b in coded[2:]))
+            out.append((t, p))
+        return out
+    with pytest.raises(api.DecodeError, match="SPLT"):
+        api.decode(_repack(data, forge_split))
+    # A missing scale chunk, and a coarse-scale stream cut short.
+    with pytest.raises(api.DecodeError, match="missing CLAT"):
+        api.decode(_repack(data, lambda ch: [(t, p) for t, p in ch if t != b"CLAT"]))
+    cut = _repack(data, lambda ch: [(t, p[:12] if t == b"CLAT" else p) for t, p in ch])
+    with pytest.raises((api.DecodeError, fmt.FormatError)):
+        api.decode(cut)
+    assert c.header.model_id == MS_ID
+
+
+def test_info_reports_bits_and_area_per_scale(ms_model, sample_image):
+    data, sym = _file(ms_model, sample_image, 4.0, _checkerboard(ms_model, _x(sample_image)))
+    scales = fmt.describe(data)["scales"]
+    c = fmt.unpack(data).streams()[0]
+    assert scales["coarse"]["bytes"] == len(c[b"CHYP"]) + len(c[b"CLAT"])
+    assert scales["fine"]["bytes"] == len(c[b"HLAT"]) + len(c[b"LATN"])
+    assert scales["fine"]["share"] + scales["coarse"]["share"] == pytest.approx(1.0)
+    assert scales["regions"] == sym.split.numel()
