@@ -16,3 +16,43 @@ def test_cosine_anneals_from_peak_to_final_monotonically():
     assert lrs[10] == pytest.approx(5.5e-5)
     assert all(b < a for a, b in zip(lrs, lrs[1:]))
     assert scheduled_lr(opts, 1.7) == pytest.approx(1e-5)  # past the budget (final validation) stays at the end
+
+
+@pytest.mark.parametrize("arch", ["anfic", "ms-anfic"])
+def test_a_run_trains_stops_at_max_steps_and_resumes(tmp_path, arch):
+    import torch
+    from conftest import synthetic_image
+    from anfcodec.models import ARCHITECTURES
+    from anfcodec.training.train import train
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i in range(3):
+        synthetic_image(96, 96, seed=i).save(data / f"p{i}.png")
+    cls = ARCHITECTURES[arch]
+    config = cls.from_config({"arch": arch, "N": 16, "M": 64, "hyper_N": 16, "qe_width": 8,
+                              **({"coarse_M": 32, "coarse_hyper_N": 16} if arch == "ms-anfic" else {})}).config
+    opts = TrainOptions(run_dir=tmp_path / "run", data=data, crop=64, batch=2, val_size=64, max_steps=3,
+                        config=config.to_dict(), threads=torch.get_num_threads(), bf16=False, lr_final=1e-5)
+    train(opts)
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert state["counters"]["step"] == 3 and state["config"]["arch"] == arch
+    opts.max_steps = 5
+    train(opts)
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert state["counters"]["step"] == 5
+    log = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert sum('"val_loss"' in line for line in log) == 2  # a validation at the end of each invocation
+
+
+def test_ms_anfic_grows_from_single_scale_weights(tmp_path):
+    import torch
+    from anfcodec.models import ANFIC, ANFICConfig, MSANFIC
+    single = ANFIC(ANFICConfig(N=16, M=64, hyper_N=16, qe_width=8))
+    ms = MSANFIC.from_config({"arch": "ms-anfic", "N": 16, "M": 64, "hyper_N": 16, "qe_width": 8})
+    ms.init_from(single.state_dict())
+    for name, p in single.state_dict().items():
+        q = ms.state_dict()[name]
+        if q.shape == p.shape:
+            assert torch.equal(p, q), name
+        else:  # the widened conditional-hyperprior inputs: old weights, zeros for the coarse context
+            assert torch.equal(q[:, : p.shape[1]], p) and not q[:, p.shape[1]:].any(), name

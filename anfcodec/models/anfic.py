@@ -117,6 +117,10 @@ class ANFIC(nn.Module):
         weight = torch.tensor([(1 + (k + l) / 4) * (1.5 if plane else 1.0) for plane, k, l in dct_atoms(m, block)])
         return torch.log(255.0 / (steps[:, None] * weight[None, :]))
 
+    def init_from(self, state: dict) -> None:
+        """Start training from shipped weights (a subclass may grow them into its own layout)."""
+        self.load_state_dict(state)
+
     # -- quality conditioning -------------------------------------------------
     @property
     def num_qualities(self) -> int:

@@ -117,7 +117,15 @@ class MSANFIC(ANFIC):
     def from_single_scale(cls, state: dict, config: dict) -> "MSANFIC":
         """An MS-ANFIC whose fine scale is the given ANFIC weights; new conditioning starts at zero."""
         model = cls(MSANFICConfig.from_dict({**config, "arch": cls.arch}))
-        own = model.state_dict()
+        model.init_from(state)
+        return model
+
+    def init_from(self, state: dict) -> None:
+        """Load MS-ANFIC weights, or grow single-scale ANFIC weights (no ``split_down``) into this model."""
+        if "split_down.weight" in state:
+            self.load_state_dict(state)
+            return
+        own = self.state_dict()
         merged = dict(own)
         for k, v in state.items():
             if k in own and own[k].shape == v.shape:
@@ -128,8 +136,7 @@ class MSANFIC(ANFIC):
                 merged[k] = w
             elif k in own or k.startswith(("entropy_bottleneck.", "gaussian_conditional.")):
                 merged[k] = v
-        model.load_state_dict(merged)
-        return model
+        self.load_state_dict(merged)
 
     # -- networks shared by training, encoder and decoder ------------------------------
     def _fine_hyper_synthesis(self, h_hat: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -49,6 +49,8 @@ class TrainOptions:
     val_minutes: float = 10.0
     log_every: int = 50
     init: Path | None = None   # start from these weights instead of the DCT warm start
+    arch: str | None = None    # architecture of a new run (e.g. grow --init ANFIC weights into "ms-anfic")
+    max_steps: int | None = None  # stop at this cumulative step count (equal-step ablations)
     lambdas: tuple | None = None  # retarget the qualities of a resumed or initialised run
     quantizer: str | None = None  # switch a run's latent quantizer ("fixed" or "mean")
     config: dict | None = None
@@ -173,10 +175,14 @@ def train(opts: TrainOptions) -> Path:
         config = state["config"]
     elif "config" in shipped:
         config = shipped["config"]  # the weights' own architecture and qualities
+    if state is None and opts.arch is not None:
+        config = {**config, "arch": opts.arch}
     model = build_model(config)
+    if state is None:
+        config = model.config.to_dict()  # with the defaults of fields the initial weights lack
     counters = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "best_val": math.inf}
     if state is None and opts.init is not None:
-        model.load_state_dict(load_state_dict_file(opts.init))
+        model.init_from(load_state_dict_file(opts.init))
         counters.update(_shipped_counters(shipped))
     main_params, gain_params, aux_params = _param_groups(model)
     # The per-quality gains set each quality's operating point; at the transforms' learning rate
@@ -237,9 +243,10 @@ def train(opts: TrainOptions) -> Path:
     t_start, cpu_start = time.time(), time.process_time()
     t_ckpt = t_val = t_start
     wall0, cpu0 = counters["wall_seconds"], counters["cpu_seconds"]
-    acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "x2": 0.0, "n": 0}
+    acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "x2": 0.0, "fine": 0.0, "n": 0}
     bar = tqdm(desc="train", unit="step", initial=counters["step"], dynamic_ncols=True)
-    while not stop["now"] and time.time() - t_start < opts.minutes * 60:
+    while not stop["now"] and time.time() - t_start < opts.minutes * 60 and \
+            (opts.max_steps is None or counters["step"] < opts.max_steps):
         step = counters["step"]
         base_lr = scheduled_lr(opts, (time.time() - t_start) / (opts.minutes * 60))
         for g in opt.param_groups:
@@ -272,10 +279,11 @@ def train(opts: TrainOptions) -> Path:
         for k in ("bpp", "psnr", "x2"):
             acc[k] += m[k].mean().item()
         acc["loss"] += m["loss"].item()
+        acc["fine"] += out["split"].mean().item() if "split" in out else 1.0  # multiscale: area coded fine
         acc["n"] += 1
         bar.update(1)
         if acc["n"] == opts.log_every:
-            row = {k: acc[k] / acc["n"] for k in ("loss", "bpp", "psnr", "x2")}
+            row = {k: acc[k] / acc["n"] for k in ("loss", "bpp", "psnr", "x2", "fine")}
             row.update(step=counters["step"], lr=base_lr * guard.lr_scale, wall_h=counters["wall_seconds"] / 3600,
                        cpu_h=counters["cpu_seconds"] / 3600)
             logf.write(json.dumps(row) + "\n"); logf.flush()
