@@ -233,13 +233,26 @@ def _run_batch(kind: str, inputs: tuple, out_dir: Path, suffix: str, options: di
 @main.command()
 @click.argument("input", metavar="IN")
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
-def info(input, as_json):
-    """Show the header and chunk sizes of an .anf file (does not need PyTorch)."""
+@click.option("--split-map", "split_map", type=click.Path(dir_okay=False), default=None, metavar="OUT.png",
+              help="Multiscale files: decode the image and draw its split map over it (coarse regions blue, "
+                   "fine orange) into OUT.png. Needs the model; plain info does not.")
+@click.option("-f", "--force", is_flag=True, help="Overwrite the --split-map output if it exists.")
+def info(input, as_json, split_map, force):
+    """Show the header and chunk sizes of an .anf file (does not need PyTorch).
+
+    \b
+    For multiscale (ms-anfic) files it also shows the bits and the share of the
+    image area coded at each scale, and with --split-map draws the decisions:
+      anfcodec info photo.anf --split-map photo-split.png
+    """
     from .container import FormatError, describe
+    raw = _read_input(input)
     try:
-        d = describe(_read_input(input))
+        d = describe(raw)
     except FormatError as e:
         _fail(e, input)
+    if split_map is not None:
+        _draw_split_map(input, raw, d, split_map, force)
     if as_json:
         click.echo(json.dumps(d, indent=2))
         return
@@ -266,6 +279,21 @@ def info(input, as_json):
         click.echo(f"  metadata  {', '.join(d['metadata'])}")
     for ch in d["chunks"]:
         click.echo(f"  chunk     {ch['type']} {ch['bytes']} bytes")
+
+
+def _draw_split_map(input: str, raw: bytes, d: dict, out: str, force: bool) -> None:
+    if not d["scales"]:
+        raise InputError(f"{input}: model {d['model_id']} is single-scale; its files have no split map")
+    _check_output(input, out, force)
+    from . import api, container
+    from .imageio import image_bytes
+    from .visualize import draw_split_map
+    try:
+        c = container.unpack(raw)
+        picture = draw_split_map(api.decode(raw), container.split_maps(c), c.tiles())
+    except Exception as e:  # hostile input must end in one line and exit 1, never a traceback
+        _fail(e, input)
+    _write_output(out, image_bytes(picture, "PNG"))
 
 
 @main.command()

@@ -148,3 +148,25 @@ def test_info_reports_bits_and_area_per_scale(ms_model, sample_image):
     assert scales["fine"]["bytes"] == len(c[b"HLAT"]) + len(c[b"LATN"])
     assert scales["fine"]["share"] + scales["coarse"]["share"] == pytest.approx(1.0)
     assert scales["regions"] == sym.split.numel()
+
+
+def test_info_prints_scales_and_draws_the_split_map(ms_model, sample_image, tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+    from anfcodec.cli import main
+    data, sym = _file(ms_model, sample_image, 4.0, _checkerboard(ms_model, _x(sample_image)))
+    anf = tmp_path / "x.anf"
+    anf.write_bytes(data)
+    r = CliRunner().invoke(main, ["info", str(anf), "--split-map", str(tmp_path / "split.png")])
+    assert r.exit_code == 0, r.output
+    assert "coarse (1/32)  50.0% of the area" in r.output
+    drawn = np.asarray(Image.open(tmp_path / "split.png")).astype(int)
+    assert drawn.shape == np.asarray(sample_image).shape
+    # The checkerboard's region (0, 0) is coarse (tinted blue), region (0, 1) fine (tinted orange).
+    tint = drawn - np.asarray(api.decode(data)).astype(int)
+    coarse, fine = tint[8:24, 8:24].mean((0, 1)), tint[8:24, 40:56].mean((0, 1))
+    assert coarse[2] > 0 > coarse[0] and fine[0] > 0 > fine[2]
+    single = tmp_path / "single.anf"
+    single.write_bytes(api.encode(sample_image, quality=2))
+    r = CliRunner().invoke(main, ["info", str(single), "--split-map", str(tmp_path / "s.png")])
+    assert r.exit_code != 0 and "single-scale" in r.output
