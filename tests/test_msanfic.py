@@ -170,3 +170,20 @@ def test_info_prints_scales_and_draws_the_split_map(ms_model, sample_image, tmp_
     single.write_bytes(api.encode(sample_image, quality=2))
     r = CliRunner().invoke(main, ["info", str(single), "--split-map", str(tmp_path / "s.png")])
     assert r.exit_code != 0 and "single-scale" in r.output
+
+
+def test_split_chunk_parses_as_docs_format_says(ms_model, sample_image):
+    # Written from docs/FORMAT.md "SPLT", not from the module's code.
+    import struct
+    import zlib
+    import constriction
+    split = _checkerboard(ms_model, _x(sample_image))
+    data, _ = _file(ms_model, sample_image, 4.0, split)
+    payload = dict(fmt.unpack(data).chunks)[b"SPLT"]
+    region, map_crc, p_fine = struct.unpack(">HIH", payload[:8])
+    words = np.frombuffer(payload[8:], dtype="<u4").astype(np.uint32)
+    pmf = np.array([65536 - p_fine, p_fine], dtype=np.float64)
+    model = constriction.stream.model.Categorical(pmf, perfect=False)
+    decoded = constriction.stream.queue.RangeDecoder(words).decode(model, split.numel()).reshape(split.shape)
+    assert region == 32 and np.array_equal(decoded, split.numpy())
+    assert map_crc == zlib.crc32(decoded.astype(np.uint8).tobytes())
