@@ -205,7 +205,7 @@ def decode(data: bytes, device: str | None = None, max_pixels: int = DEFAULT_MAX
         raise fmt.FormatError(f"file declares {hd.width}x{hd.height} pixels, above the limit of {max_pixels}")
     find_entry(hd.model_id, hd.weights_hash)   # clear error before any model work
     with phase("load"):
-        model = load_model(hd.model_id, device or default_device())
+        model = load_model(hd.model_id, device or default_device(), weights_hash=hd.weights_hash)
     if hd.pad_multiple != model.pad_multiple:
         raise fmt.FormatError(f"pad multiple {hd.pad_multiple} does not match model {hd.model_id}")
     if hd.mode not in ("RGB", "L", "RGBA", "LA"):

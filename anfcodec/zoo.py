@@ -4,6 +4,11 @@
 file's SHA-256, the architecture config and the training record. Nothing is
 ever downloaded: a model that is not in the manifest is an error that names
 the id (and weights hash) the file needs.
+
+A file names its model id *and* weights hash. When retrained weights are
+released under the same id, the entry they replace moves to the manifest's
+``previous`` list and its weights file stays, so files written by every
+release still decode; new files use the current weights.
 """
 from __future__ import annotations
 
@@ -42,16 +47,21 @@ def default_model_id(weights_dir: Path | None = None) -> str:
 
 
 def find_entry(model_id: str, weights_hash: bytes | None = None, weights_dir: Path | None = None) -> dict:
-    """The manifest entry for ``model_id``; with ``weights_hash`` (8 bytes) it must match too."""
-    entries = manifest(weights_dir)["models"]
+    """The manifest entry for ``model_id``: the current weights, or with ``weights_hash`` (8 bytes)
+    the release whose weights match, current or previous."""
+    man = manifest(weights_dir)
+    entries = man["models"]
     if model_id not in entries:
         raise ModelNotFound(f"model {model_id!r} is not installed (installed: {', '.join(sorted(entries))})")
     entry = entries[model_id]
-    if weights_hash is not None and not entry["sha256"].startswith(weights_hash.hex()):
-        raise ModelNotFound(
-            f"file needs model {model_id!r} with weights {weights_hash.hex()}, but the installed weights are "
-            f"{entry['sha256'][:16]}; install the matching anfcodec release to decode it")
-    return entry
+    if weights_hash is None or entry["sha256"].startswith(weights_hash.hex()):
+        return entry
+    for old in man.get("previous", []):
+        if old["id"] == model_id and old["sha256"].startswith(weights_hash.hex()):
+            return old
+    raise ModelNotFound(
+        f"file needs model {model_id!r} with weights {weights_hash.hex()}, but the installed weights are "
+        f"{entry['sha256'][:16]}; install the matching anfcodec release to decode it")
 
 
 def load_state_dict_file(path: Path) -> dict:
@@ -60,19 +70,25 @@ def load_state_dict_file(path: Path) -> dict:
     return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
 
 
+def load_model(model_id: str, device: str = "cpu", weights_dir: str | None = None, weights_hash: bytes | None = None):
+    """Build the model, verify and load its weights, eval mode. Cached per process and weights file.
+
+    Without ``weights_hash`` the current release of ``model_id``; with it, the matching one.
+    """
+    wdir = Path(weights_dir) if weights_dir else WEIGHTS_DIR
+    entry = find_entry(model_id, weights_hash, weights_dir=wdir)
+    return _load(model_id, str(wdir / entry["file"]), entry["sha256"], json.dumps(entry["config"]), device)
+
+
 @functools.lru_cache(maxsize=4)
-def load_model(model_id: str, device: str = "cpu", weights_dir: str | None = None):
-    """Build the model, verify and load its weights, eval mode. Cached per process."""
+def _load(model_id: str, path: str, sha256: str, config: str, device: str):
     import torch
     from .models import build_model
-    wdir = Path(weights_dir) if weights_dir else WEIGHTS_DIR
-    entry = find_entry(model_id, weights_dir=wdir)
-    path = wdir / entry["file"]
-    digest = sha256_file(path)
-    if digest != entry["sha256"]:
-        raise ModelNotFound(f"weights file {path} is damaged: SHA-256 {digest[:16]}, manifest says {entry['sha256'][:16]}")
-    model = build_model(entry["config"])
-    model.load_state_dict(load_state_dict_file(path))
+    digest = sha256_file(Path(path))
+    if digest != sha256:
+        raise ModelNotFound(f"weights file {path} is damaged: SHA-256 {digest[:16]}, manifest says {sha256[:16]}")
+    model = build_model(json.loads(config))
+    model.load_state_dict(load_state_dict_file(Path(path)))
     # channels-last convolutions: measured 1.6x faster encode and decode on the 2-core CPU
     model.eval().to(device, memory_format=torch.channels_last)
     model.model_id = model_id

@@ -29,7 +29,7 @@ def ms_model(tmp_path_factory):
     src = zoo.WEIGHTS_DIR
     wdir = tmp_path_factory.mktemp("weights")
     man = zoo.manifest(src)
-    for entry in man["models"].values():
+    for entry in [*man["models"].values(), *man.get("previous", [])]:
         shutil.copy(src / entry["file"], wdir / entry["file"])
     (wdir / zoo.MANIFEST).write_text(json.dumps(man))
     base = man["models"][man["default"]]

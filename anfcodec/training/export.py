@@ -33,15 +33,17 @@ def export(checkpoint: Path, weights_dir: Path, model_id: str, make_default: boo
     sd = {k: (v.half() if v.is_floating_point() and v.numel() > 4096 else v) for k, v in model.state_dict().items()}
     weights_dir = Path(weights_dir)
     weights_dir.mkdir(parents=True, exist_ok=True)
-    path = weights_dir / f"{model_id}.pt"
     with tempfile.NamedTemporaryFile(dir=weights_dir, delete=False) as f:
         torch.save(sd, f)
     os.chmod(f.name, 0o644)
+    digest = sha256_file(Path(f.name))
+    # Named by content: a release never overwrites the weights that older files need.
+    path = weights_dir / f"{model_id}-{digest[:8]}.pt"
     os.replace(f.name, path)
     counters = state["counters"]
     entry = {
         "file": path.name,
-        "sha256": sha256_file(path),
+        "sha256": digest,
         "config": state["config"],
         "parameters": sum(p.numel() for p in model.parameters()),
         "training": {
@@ -54,6 +56,10 @@ def export(checkpoint: Path, weights_dir: Path, model_id: str, make_default: boo
     }
     mpath = weights_dir / MANIFEST
     man = json.loads(mpath.read_text()) if mpath.exists() else {"format": 1, "models": {}}
+    replaced = man["models"].get(model_id)
+    if replaced and replaced["sha256"] != digest:
+        # Files written with the replaced weights name them by hash: keep them decodable.
+        man.setdefault("previous", []).append({"id": model_id, **replaced})
     man["models"][model_id] = entry
     if make_default or "default" not in man:
         man["default"] = model_id

@@ -1,0 +1,47 @@
+"""Shipped weights: a new release under the same model id keeps older files decodable."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from anfcodec import api, zoo
+from anfcodec.models import ANFIC, ANFICConfig
+from anfcodec.training.export import export
+
+
+def _checkpoint(path, seed: int):
+    torch.manual_seed(seed)
+    model = ANFIC(ANFICConfig(N=16, M=64, hyper_N=16, qe_width=8))
+    with torch.no_grad():  # non-trivial branches, different per release
+        for p in model.parameters():
+            if p.dim() == 4 and p.abs().sum() == 0:
+                p.normal_(0, 0.02)
+    torch.save({"config": model.config.to_dict(), "model": model.state_dict(),
+                "counters": {"step": seed, "cpu_seconds": 0.0, "wall_seconds": 0.0, "best_val": math.inf}}, path)
+    return path
+
+
+def test_files_of_a_replaced_release_still_decode(tmp_path, monkeypatch, small_image):
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path)
+    first = export(_checkpoint(tmp_path / "a.ckpt", 1), tmp_path, "tiny")
+    old_file = api.encode(small_image, quality=3, model_id="tiny")
+    old_pixels = np.asarray(api.decode(old_file))
+    second = export(_checkpoint(tmp_path / "b.ckpt", 2), tmp_path, "tiny")
+    assert first["sha256"] != second["sha256"] and first["file"] != second["file"]
+    man = zoo.manifest(tmp_path)
+    assert man["models"]["tiny"]["sha256"] == second["sha256"]
+    assert [(p["id"], p["sha256"]) for p in man["previous"]] == [("tiny", first["sha256"])]
+    assert np.array_equal(np.asarray(api.decode(old_file)), old_pixels)      # the old release decodes it
+    new_file = api.encode(small_image, quality=3, model_id="tiny")
+    assert new_file[:60] != old_file[:60]                                    # new files name the new hash
+    with pytest.raises(zoo.ModelNotFound, match="install the matching"):
+        zoo.find_entry("tiny", bytes(8), tmp_path)
+
+
+@pytest.mark.parametrize("path", sorted((zoo.Path(__file__).parent / "data").glob("*.anf")), ids=lambda p: p.stem)
+def test_kept_files_of_every_shipped_model_decode_to_their_recorded_pixels(path):
+    # One small file per shipped model and release, written when it shipped, with its decoded PNG.
+    from PIL import Image
+    expected = np.asarray(Image.open(path.with_suffix(".png")))
+    assert np.array_equal(np.asarray(api.decode(path.read_bytes())), expected)
