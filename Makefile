@@ -27,10 +27,11 @@ test-fast: install  ## everything but the Kodak sweep
 	$(BIN)/python -m pytest -q -m "not kodak"
 
 RUN     ?= anfic-n128-m256
+TRAIN_ARGS ?= --lr 1e-4   # the shipped model's stage; add --lr-final 1e-5 to anneal over MINUTES
 
 train: install  ## resume runs/$(RUN), or start it from the shipped weights; nice'd, MINUTES budget
-	nice -n 10 $(BIN)/anfcodec train --run-dir runs/$(RUN) --data $(DATA)/train --minutes $(MINUTES) \
-	  $$(test -f runs/$(RUN)/last.pt || echo --init weights/$(RUN).pt)
+	nice -n 10 $(BIN)/anfcodec train --run-dir runs/$(RUN) --data $(DATA)/train --minutes $(MINUTES) $(TRAIN_ARGS) \
+	  $$(test -f runs/$(RUN)/last.pt || echo --init $(RUN))
 
 export: install  ## ship the best checkpoint of runs/$(RUN) as weights/
 	$(BIN)/anfcodec export runs/$(RUN)/best.pt

@@ -315,8 +315,9 @@ def _draw_split_map(input: str, raw: bytes, d: dict, out: str, force: bool) -> N
 @click.option("--latent-channels", "M", type=int, default=None,
               help="Latent channels M of a new run [default: the architecture's]; ignored when resuming.")
 @click.option("--width", "N", type=int, default=None, help="Hidden width N of a new run; ignored when resuming.")
-@click.option("--init", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
-              help="Start a new run from these weights (e.g. weights/anfic-n128-m256.pt) instead of the DCT warm start.")
+@click.option("--init", default=None, metavar="WEIGHTS",
+              help="Start a new run from these weights, a file or an installed model id (e.g. anfic-n128-m256), "
+                   "instead of the DCT warm start.")
 @click.option("--lambdas", default=None, metavar="L1,..,L8",
               help="Give the qualities these rate-distortion lambdas; a resumed or --init run is retargeted.")
 @click.option("--quantizer", type=click.Choice(["fixed", "mean"]), default=None,
@@ -334,6 +335,14 @@ def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, i
     """Train (or resume training) the model on a folder of photographs."""
     from .models.anfic import ANFICConfig
     from .training.train import TrainOptions, train as run
+    if init is not None and not Path(init).is_file():
+        from .zoo import WEIGHTS_DIR, ModelNotFound, find_entry
+        try:
+            init = WEIGHTS_DIR / find_entry(init)["file"]
+        except ModelNotFound as e:
+            raise click.BadParameter(f"{init} is neither a weights file nor an installed model ({e})",
+                                     param_hint="--init") from None
+    init = Path(init) if init is not None else None
     config = ANFICConfig()
     config.M, config.N = M or config.M, N or config.N
     opts = TrainOptions(run_dir=run_dir, minutes=minutes, batch=batch, crop=crop, lr=lr, lr_final=lr_final, bf16=bf16, seed=seed,
