@@ -80,13 +80,15 @@ def run(folder: Path, out: Path, qualities: list[float], classical: bool = True,
     points: dict[str, list] = {}
     jobs = [(ANFCODEC, q) for q in qualities]
     previous = out / "bench.json"
+    sources = {}
     if reuse_classical and previous.exists():
         # Classical codecs are deterministic: reuse their curves from the last run on the same folder.
         prev = json.loads(previous.read_text())
         if prev.get("folder") == str(folder):
-            codecs.update({k: v for k, v in prev["codecs"].items() if k != ANFCODEC})
+            reused = {k: v for k, v in prev["codecs"].items() if k != ANFCODEC}
+            codecs.update(reused)
+            sources.update({k: prev.get("classical_sources", {}).get(k, f"earlier run ({previous})") for k in reused})
             classical = False
-    sources = {}
     if classical_from is not None:
         # Curves measured elsewhere on the same images (e.g. the shared anchors), labelled as such.
         for name, c in json.loads(Path(classical_from).read_text()).items():
@@ -133,7 +135,7 @@ def run(folder: Path, out: Path, qualities: list[float], classical: bool = True,
     if ANFCODEC in codecs:
         result["bd_rate_vs"] = {name: bd_rate(c["bpp"], c["psnr"], codecs[ANFCODEC]["bpp"], codecs[ANFCODEC]["psnr"])
                                 for name, c in codecs.items() if name != ANFCODEC}
-    if anchors and Path(anchors).exists() and not sources:
+    if anchors and Path(anchors).exists() and not classical_from:
         result["anchor_check"] = anchor_check(codecs, json.loads(Path(anchors).read_text()))
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(result, indent=1))
