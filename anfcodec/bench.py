@@ -53,10 +53,14 @@ def _jxl_point(path: Path, distance: float, tmp: Path) -> tuple[int, np.ndarray,
     return jxl.stat().st_size, np.asarray(Image.open(png).convert("RGB")), time.perf_counter() - t
 
 
-def _anf_point(path: Path, quality: float, tmp: Path, runner, main) -> tuple[int, np.ndarray, float, float]:
+def _anf_point(path: Path, quality: float, tmp: Path, runner, main,
+               model_id: str | None = None) -> tuple[int, np.ndarray, float, float, float | None]:
+    """(bytes, decoded RGB, encode s, decode s, share of the area coded fine or None if single-scale)."""
+    from .container import describe
     anf, png = tmp / "x.anf", tmp / "x.png"
     t = time.perf_counter()
-    r = runner.invoke(main, ["encode", str(path), "-o", str(anf), "-q", str(quality), "-f"])
+    r = runner.invoke(main, ["encode", str(path), "-o", str(anf), "-q", str(quality), "-f",
+                             *(["--model", model_id] if model_id else [])])
     t_enc = time.perf_counter() - t
     if r.exit_code:
         raise RuntimeError(f"encode {path} failed: {r.output}")
@@ -65,11 +69,19 @@ def _anf_point(path: Path, quality: float, tmp: Path, runner, main) -> tuple[int
     t_dec = time.perf_counter() - t
     if r.exit_code:
         raise RuntimeError(f"decode {path} failed: {r.output}")
-    return anf.stat().st_size, np.asarray(Image.open(png).convert("RGB")), t_enc, t_dec
+    scales = describe(anf.read_bytes())["scales"]   # what `anfcodec info` shows
+    return (anf.stat().st_size, np.asarray(Image.open(png).convert("RGB")), t_enc, t_dec,
+            scales["fine"]["share"] if scales else None)
 
 
 def run(folder: Path, out: Path, qualities: list[float], classical: bool = True, anchors: Path | None = None,
-        reuse_classical: bool = False, classical_from: Path | None = None, limit: int | None = None) -> dict:
+        reuse_classical: bool = False, classical_from: Path | None = None, limit: int | None = None,
+        model_id: str | None = None, compare: dict[str, Path] | None = None) -> dict:
+    """RD curves of anfcodec (``model_id``, default the shipped one) and the classical codecs.
+
+    ``compare`` adds the anfcodec curves of earlier runs (label -> their bench.json) for
+    BD-rates between models, overall and per image (ablations).
+    """
     from click.testing import CliRunner
     from .cli import main
 
@@ -109,15 +121,16 @@ def run(folder: Path, out: Path, qualities: list[float], classical: bool = True,
                 img = Image.open(path).convert("RGB")
                 ref = np.asarray(img)
                 pixels = ref.shape[0] * ref.shape[1]
+                fine = None
                 if name == ANFCODEC:
-                    size, rec, te, tdec = _anf_point(path, setting, tmp, runner, main)
+                    size, rec, te, tdec, fine = _anf_point(path, setting, tmp, runner, main, model_id)
                 elif name == JXL:
                     size, rec, te = _jxl_point(path, setting, tmp); tdec = 0.0
                 else:
                     fmt, _, extra = PILLOW_CODECS[name]
                     size, rec, te = _pillow_point(img, fmt, setting, extra); tdec = 0.0
                 rows.append({"image": path.name, "bpp": 8 * size / pixels, "psnr": psnr(ref, rec), "enc_s": te,
-                             "dec_s": tdec})
+                             "dec_s": tdec, **({"fine_share": fine} if fine is not None else {})})
                 bar.update(1)
             points.setdefault(name, []).append({"setting": setting, "images": rows})
         bar.close()
@@ -135,6 +148,11 @@ def run(folder: Path, out: Path, qualities: list[float], classical: bool = True,
     if ANFCODEC in codecs:
         result["bd_rate_vs"] = {name: bd_rate(c["bpp"], c["psnr"], codecs[ANFCODEC]["bpp"], codecs[ANFCODEC]["psnr"])
                                 for name, c in codecs.items() if name != ANFCODEC}
+    if ANFCODEC in codecs:
+        from .zoo import default_model_id
+        result["model"] = model_id or default_model_id()
+    if compare and ANFCODEC in codecs:
+        result["compare"] = compare_runs(result, compare)
     if anchors and Path(anchors).exists() and not classical_from:
         result["anchor_check"] = anchor_check(codecs, json.loads(Path(anchors).read_text()))
     out.mkdir(parents=True, exist_ok=True)
@@ -142,6 +160,25 @@ def run(folder: Path, out: Path, qualities: list[float], classical: bool = True,
     (out / "bench.md").write_text(markdown(result))
     plot(result, out / "rd.png", anchors)
     return result
+
+
+def compare_runs(result: dict, others: dict[str, Path]) -> dict:
+    """BD-rate of this run's anfcodec curve against other runs', overall and per image."""
+    out = {}
+    mine = result["codecs"][ANFCODEC]
+    for label, path in others.items():
+        other = json.loads(Path(path).read_text())
+        theirs = other["codecs"][ANFCODEC]
+        per_image = {}
+        for name in [r["image"] for r in result["per_image"][ANFCODEC][0]["images"]]:
+            def curve(run):
+                rows = [next(r for r in p["images"] if r["image"] == name) for p in run["per_image"][ANFCODEC]]
+                return [r["bpp"] for r in rows], [r["psnr"] for r in rows]
+            per_image[name] = bd_rate(*curve(other), *curve(result))
+        out[label] = {"model": other.get("model"), "file": str(path), "bd_rate": bd_rate(
+            theirs["bpp"], theirs["psnr"], mine["bpp"], mine["psnr"]), "per_image": per_image,
+            "bpp": theirs["bpp"], "psnr": theirs["psnr"]}
+    return out
 
 
 def anchor_check(codecs: dict, anchors: dict) -> dict:
@@ -164,6 +201,20 @@ def markdown(result: dict) -> str:
     for name, v in result["bd_rate_vs"].items():
         src = result.get("classical_sources", {}).get(name, "this run")
         lines.append(f"| {name} | {'no overlap' if v is None else f'{v:+.1f}'} | {src} |")
+    for label, c in result.get("compare", {}).items():
+        v = c["bd_rate"]
+        lines.append(f"| {label} (anfcodec, {c['model']}) | {'no overlap' if v is None else f'{v:+.1f}'} | {c['file']} |")
+    for label, c in result.get("compare", {}).items():
+        lines += ["", f"Per image, BD-rate against {label}: " + ", ".join(
+            f"{k.split('.')[0]} {'n/a' if v is None else f'{v:+.1f}'}" for k, v in c["per_image"].items())]
+    shares = [(p["setting"], [r.get("fine_share") for r in p["images"]])
+              for p in result.get("per_image", {}).get(ANFCODEC, [])]
+    if shares and all(v is not None for _, vs in shares for v in vs):
+        lines += ["", "Share of the area coded at the fine scale (per image, from `anfcodec info`):", "",
+                  "| quality | mean | min | max | images with one scale above 90% |", "|---|---|---|---|---|"]
+        for q, vs in shares:
+            lines.append(f"| {q:g} | {np.mean(vs):.2f} | {min(vs):.2f} | {max(vs):.2f} | "
+                         f"{sum(v > 0.9 or v < 0.1 for v in vs)} of {len(vs)} |")
     if result.get("anchor_check"):
         lines += ["", "| classical codec | max PSNR difference to shared anchors (dB) |", "|---|---|"]
         lines += [f"| {k} | {v:.3f} |" for k, v in result["anchor_check"].items()]
@@ -177,7 +228,10 @@ def plot(result: dict, path: Path, anchors: Path | None = None) -> None:
     fig, ax = plt.subplots(figsize=(8, 6))
     for name, c in result["codecs"].items():
         style = dict(lw=2.5, marker="o", color="black") if name == ANFCODEC else dict(lw=1, marker=".")
-        ax.plot(c["bpp"], c["psnr"], label=name, **style)
+        label = f"anfcodec ({result['model']})" if name == ANFCODEC and result.get("model") else name
+        ax.plot(c["bpp"], c["psnr"], label=label, **style)
+    for label, c in result.get("compare", {}).items():
+        ax.plot(c["bpp"], c["psnr"], lw=2, marker="s", ls="--", label=f"{label} ({c['model'] or 'anfcodec'})")
     if anchors and Path(anchors).with_name("kodak_compressai_published.json").exists():
         pub = json.loads(Path(anchors).with_name("kodak_compressai_published.json").read_text())
         if "mbt2018-mean" in pub:

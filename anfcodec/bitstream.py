@@ -46,9 +46,11 @@ def symbols_to_chunks(model, sym) -> list[tuple[bytes, bytes]]:
     if isinstance(sym, MSSymbols):
         split = sym.split.cpu().numpy().astype(bool)
         up = np.repeat(np.repeat(split, 2, 0), 2, 1)
+        coarse = split.all()  # no coarse region: CHYP and CLAT are empty
         return [(fmt.SPLIT_CHUNK, fmt.pack_split(REGION, ec.split_checksum(split), ec.encode_split(split))),
-                (fmt.COARSE_HYPER_CHUNK, _tables(model, "entropy_bottleneck_c").encode(sym.coarse.hyper.cpu().numpy())),
-                (fmt.COARSE_LATENT_CHUNK, _latent_payload(model, sym.coarse, ~split)),
+                (fmt.COARSE_HYPER_CHUNK, b"" if coarse else
+                 _tables(model, "entropy_bottleneck_c").encode(sym.coarse.hyper.cpu().numpy())),
+                (fmt.COARSE_LATENT_CHUNK, b"" if coarse else _latent_payload(model, sym.coarse, ~split)),
                 (fmt.HYPER_CHUNK, _tables(model).encode(sym.fine.hyper.cpu().numpy())),
                 (fmt.LATENT_CHUNK, _latent_payload(model, sym.fine, up))]
     return [(fmt.HYPER_CHUNK, _tables(model).encode(sym.hyper.cpu().numpy())),
@@ -91,10 +93,18 @@ def _ms_symbols(model, chunks: dict, hshape, yshape, device) -> MSSymbols:
         raise DecodeError(f"SPLT: {e}") from None
     if ec.split_checksum(split) != crc:
         raise DecodeError("SPLT: the split map does not decode to what the encoder wrote (corrupt stream)")
-    hc_sym = _hyper(model, "entropy_bottleneck_c", chunks[fmt.COARSE_HYPER_CHUNK],
-                    (model.config.coarse_hyper_N, *hshape[1:]), device)
-    idx_c, mu_c = _params("CHYP", model.coarse_params, hc_sym)
-    coarse = _latent(model, "CLAT", chunks[fmt.COARSE_LATENT_CHUNK], hc_sym, idx_c, mu_c, ~split, device)
+    hc_shape = (model.config.coarse_hyper_N, *hshape[1:])
+    if split.all():  # every region fine: the coarse scale is not coded
+        if chunks[fmt.COARSE_HYPER_CHUNK] or chunks[fmt.COARSE_LATENT_CHUNK]:
+            raise DecodeError("CHYP/CLAT: coarse-scale data in a file whose split map has no coarse region")
+        hc_sym = torch.zeros(hc_shape, dtype=torch.int32, device=device)
+        idx_c, mu_c = _params("CHYP", model.coarse_params, hc_sym)
+        coarse = Symbols(hc_sym, torch.zeros(cshape, dtype=torch.int32, device=device), idx_c[0],
+                         model.coding_offset(mu_c)[0])
+    else:
+        hc_sym = _hyper(model, "entropy_bottleneck_c", chunks[fmt.COARSE_HYPER_CHUNK], hc_shape, device)
+        idx_c, mu_c = _params("CHYP", model.coarse_params, hc_sym)
+        coarse = _latent(model, "CLAT", chunks[fmt.COARSE_LATENT_CHUNK], hc_sym, idx_c, mu_c, ~split, device)
     yc_hat = (coarse.latent.double() + torch.round(mu_c[0]).double()) * torch.from_numpy(~split).to(device)
     h_sym = _hyper(model, "entropy_bottleneck", chunks[fmt.HYPER_CHUNK], hshape, device)
     idx, mu = _params("HLAT", lambda h: model.hyper_decode(h, model.context(yc_hat)), h_sym)

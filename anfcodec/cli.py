@@ -382,8 +382,12 @@ def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, i
 @click.option("--max-mp", type=click.FloatRange(min=0, min_open=True), default=None, metavar="MP",
               help="With --speed: skip image sizes above MP megapixels (a quick run).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first LIMIT images.")
+@click.option("--model", "model_id", default=None, help="anfcodec model id to measure [default: the shipped default].")
+@click.option("--compare", multiple=True, metavar="LABEL=BENCH.json",
+              help="Also show an earlier run's anfcodec curve and the BD-rate against it, overall and per image "
+                   "(e.g. an ablation's other arm). Repeatable.")
 def bench(folder, out, qualities, classical, reuse_classical, classical_from, anchors, generations, high_rate, speed,
-          max_mp, limit):
+          max_mp, limit, model_id, compare):
     """Measure RD curves, BD-rates and timings on a folder of PNG images.
 
     \b
@@ -413,8 +417,14 @@ def bench(folder, out, qualities, classical, reuse_classical, classical_from, an
         click.echo(f"wrote {out}/{name}.json, {name}.md")
         return
     from .bench import markdown, run
+    others = {}
+    for item in compare:
+        label, sep, path = item.partition("=")
+        if not sep or not Path(path).is_file():
+            raise click.BadParameter(f"expected LABEL=path/to/bench.json, got {item!r}", param_hint="--compare")
+        others[label] = Path(path)
     result = run(folder, out, qs, classical=classical, anchors=anchors, reuse_classical=reuse_classical,
-                 classical_from=classical_from, limit=limit)
+                 classical_from=classical_from, limit=limit, model_id=model_id, compare=others)
     click.echo(markdown(result))
     click.echo(f"wrote {out}/bench.json, bench.md, rd.png")
 

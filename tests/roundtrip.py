@@ -41,7 +41,7 @@ def check_round_trip(model, img, quality: float, refine: int | None = None) -> d
     est_bits = sum(float((-torch.log2(l)).sum()) for l in out["likelihoods"].values())
     coded = c.streams()[0]
     streams = sum(len(coded[t]) for t in (fmt.HYPER_CHUNK, fmt.COARSE_HYPER_CHUNK) if t in coded) + sum(
-        len(fmt.unpack_latent(coded[t])[2]) for t in (fmt.LATENT_CHUNK, fmt.COARSE_LATENT_CHUNK) if t in coded)
+        len(fmt.unpack_latent(coded[t])[2]) for t in (fmt.LATENT_CHUNK, fmt.COARSE_LATENT_CHUNK) if coded.get(t))
     overhead = len(data) - streams
     est_bytes = est_bits / 8 + overhead
     assert abs(len(data) - est_bytes) <= max(0.03 * est_bytes, 200), (len(data), est_bytes)

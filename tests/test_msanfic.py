@@ -67,6 +67,13 @@ def test_starts_as_the_single_scale_model(ms_model, model, sample_image):
     sym = ms_model.compress(x, 4.0, 0)
     assert sym.split.all()  # untrained coarse scale: the RD search keeps every region fine
     assert torch.equal(ms_model.decompress(sym, 4.0), model.decompress(model.compress(x, 4.0, 0), 4.0))
+    # Nothing is spent on the unused coarse scale: its chunks are empty.
+    data = api.encode(sample_image, quality=4, refine=0, model_id=MS_ID)
+    groups = fmt.unpack(data).streams()[0]
+    assert groups[b"CHYP"] == b"" and groups[b"CLAT"] == b""
+    single = api.encode(sample_image, quality=4, refine=0)
+    assert len(data) - len(single) < 80  # the split map and three chunk frames
+    assert np.array_equal(np.asarray(api.decode(data)), np.asarray(api.decode(single)))
 
 
 def test_flow_is_invertible_with_quantization_bypassed(ms_model, sample_image):

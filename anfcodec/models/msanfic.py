@@ -246,9 +246,11 @@ class MSANFIC(ANFIC):
         pixels = x.shape[-2] * x.shape[-1]
         aux = self.config.aux_weight * (aux_bits + lmbda * 255.0**2 / 3 * aux_err) / pixels
         one = torch.ones_like
+        any_coarse = (split < 1).flatten(1).any(1).view(-1, 1, 1, 1)  # else the coarse scale is not coded
         return {"x_hat": x_hat, "x2": x2, "aux_loss": aux, "split": split,
                 "likelihoods": {"y": torch.where(up > 0, y_lik, one(y_lik)), "h": h_lik,
-                                "y_coarse": torch.where(split > 0, one(yc_lik), yc_lik), "h_coarse": hc_lik}}
+                                "y_coarse": torch.where(split > 0, one(yc_lik), yc_lik),
+                                "h_coarse": torch.where(any_coarse, hc_lik, one(hc_lik))}}
 
     def _reconstruct(self, x1: torch.Tensor, y_hat: torch.Tensor, gain: torch.Tensor, quality: torch.Tensor):
         z2_hat = y_hat / gain
@@ -284,8 +286,11 @@ class MSANFIC(ANFIC):
 
         def hyper(eb, h_sym: torch.Tensor) -> torch.Tensor:
             return eb(eb.dequantize(h_sym[None], eb._get_medians()))[1]
+        h_coarse = hyper(self.entropy_bottleneck_c, sym.coarse.hyper)
+        if sym.split.all():
+            h_coarse = torch.ones_like(h_coarse)
         return {"y": latent(sym.fine, up), "h": hyper(self.entropy_bottleneck, sym.fine.hyper),
-                "y_coarse": latent(sym.coarse, 1 - split), "h_coarse": hyper(self.entropy_bottleneck_c, sym.coarse.hyper)}
+                "y_coarse": latent(sym.coarse, 1 - split), "h_coarse": h_coarse}
 
     def aux_loss(self) -> torch.Tensor:
         return self.entropy_bottleneck.loss() + self.entropy_bottleneck_c.loss()
@@ -324,6 +329,9 @@ class MSANFIC(ANFIC):
         idx, mu = self.hyper_decode(h_sym, v_grid)
         y_sym = ((torch.round(y) - torch.round(mu)) * up).int()
         yc_sym = ((yc_round - torch.round(mu_c)) * (1 - split)).int()
+        if split.all():  # no coarse region: the coarse scale is not coded at all, not even its hyperlatent
+            hc_sym = torch.zeros_like(hc_sym)
+            idx_c, mu_c = self.coarse_params(hc_sym)
         return MSSymbols(Symbols(h_sym[0].int(), y_sym[0], idx[0], self.coding_offset(mu)[0]),
                          Symbols(hc_sym[0].int(), yc_sym[0], idx_c[0], self.coding_offset(mu_c)[0]),
                          split[0, 0].to(torch.uint8))
