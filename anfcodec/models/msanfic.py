@@ -74,6 +74,8 @@ class MSSymbols:
 
 class MSANFIC(ANFIC):
     arch = MSANFICConfig.arch_name
+    # Modules that ANFIC weights do not have: training gives them the larger learning rate.
+    fresh_modules = ("split_down.", "split_up.", "h_a_c.", "h_s_c.", "entropy_bottleneck_c.")
 
     def __init__(self, config: MSANFICConfig | None = None):
         cfg = config or MSANFICConfig()

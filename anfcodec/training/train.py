@@ -57,10 +57,11 @@ class TrainOptions:
 
 
 def scheduled_lr(opts: TrainOptions, elapsed_fraction: float) -> float:
-    """The base learning rate after this fraction of the invocation's time budget.
+    """The base learning rate after this fraction of the invocation's budget.
 
-    Constant without ``lr_final``; otherwise a cosine from ``lr`` to ``lr_final``. The decay
-    follows wall-clock time because the budget is minutes: each invocation anneals once.
+    Constant without ``lr_final``; otherwise a cosine from ``lr`` to ``lr_final``. The budget
+    is the steps up to ``max_steps`` when given (so equal-step runs see the same schedule),
+    else the wall-clock minutes: each invocation anneals once.
     """
     if opts.lr_final is None:
         return opts.lr
@@ -131,12 +132,14 @@ def evaluate(model, crops: torch.Tensor) -> dict:
 
 
 def _param_groups(model):
-    """(transforms, per-quality gains, EntropyBottleneck quantiles)."""
+    """(transforms, per-quality gains and modules a grown model added, EntropyBottleneck quantiles)."""
     named = list(model.named_parameters())
     aux = [p for n, p in named if n.endswith(".quantiles")]
-    gains = [p for n, p in named if n in ("log_gain", "post_filter.strength")]
-    main = [p for n, p in named if not n.endswith(".quantiles") and n not in ("log_gain", "post_filter.strength")]
-    return main, gains, aux
+    fast = [p for n, p in named if not n.endswith(".quantiles") and
+            (n in ("log_gain", "post_filter.strength") or n.startswith(getattr(model, "fresh_modules", ())))]
+    ids = {id(p) for p in aux + fast}
+    main = [p for _, p in named if id(p) not in ids]
+    return main, fast, aux
 
 
 def _shipped_entry(weights: Path) -> dict:
@@ -186,7 +189,8 @@ def train(opts: TrainOptions) -> Path:
         counters.update(_shipped_counters(shipped))
     main_params, gain_params, aux_params = _param_groups(model)
     # The per-quality gains set each quality's operating point; at the transforms' learning rate
-    # they drift there over thousands of steps, so they get a larger one.
+    # they drift there over thousands of steps, so they get a larger one. So do the small modules
+    # a grown model adds (MS-ANFIC's coarse scale), which start from scratch beside trained ones.
     opt = torch.optim.Adam([{"params": main_params, "lr_mult": 1.0},
                             {"params": gain_params, "lr_mult": opts.gain_lr_mult}], lr=opts.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
@@ -245,10 +249,15 @@ def train(opts: TrainOptions) -> Path:
     wall0, cpu0 = counters["wall_seconds"], counters["cpu_seconds"]
     acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "x2": 0.0, "fine": 0.0, "n": 0}
     bar = tqdm(desc="train", unit="step", initial=counters["step"], dynamic_ncols=True)
+    first_step = counters["step"]
     while not stop["now"] and time.time() - t_start < opts.minutes * 60 and \
             (opts.max_steps is None or counters["step"] < opts.max_steps):
         step = counters["step"]
-        base_lr = scheduled_lr(opts, (time.time() - t_start) / (opts.minutes * 60))
+        if opts.max_steps is not None:
+            progress = (step - first_step) / max(1, opts.max_steps - first_step)
+        else:
+            progress = (time.time() - t_start) / (opts.minutes * 60)
+        base_lr = scheduled_lr(opts, progress)
         for g in opt.param_groups:
             warm = 1.0 if adam_start is None else min(1.0, (step - adam_start + 1) / opts.warmup)
             g["lr"] = base_lr * guard.lr_scale * g["lr_mult"] * warm
