@@ -5,7 +5,7 @@ BIN      = $(VENV)/bin
 DATA    ?= ../shared/data
 MINUTES ?= 60
 
-.PHONY: install demo test test-fast bench bench-generations bench-high-rate bench-speed train export clean fuzz determinism
+.PHONY: install demo test test-fast bench bench-generations bench-high-rate bench-speed train export clean fuzz determinism ablation-ms
 
 $(BIN)/anfcodec: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -57,3 +57,20 @@ fuzz: install  ## the long hostile-input run (issue: reliability): 20000 cases p
 
 determinism: install  ## encode/decode across thread counts and ISA paths on all of $(DATA)/kodak, q 1,4,8
 	$(BIN)/python tests/test_determinism.py $(DATA)/kodak
+
+# MS-ANFIC against ANFIC at equal steps, data, crops, seed and LR schedule, both grown from the
+# shipped single-scale weights; each arm's final weights are benchmarked on Kodak at all qualities.
+ABL_STEPS ?= 3500
+ABL_BASE  ?= anfic-n128-m256
+ABL_WDIR  ?= runs/ablation-weights
+ablation-ms: install  ## equal-step MS-ANFIC vs ANFIC ablation -> docs/bench/ablation-{anfic,ms}/
+	$(BIN)/python -c "import json,sys; print(json.load(open('weights/manifest.json'))['models']['$(ABL_BASE)']['training']['steps'] + $(ABL_STEPS))" > runs/.abl-end
+	for arm in anfic ms-anfic; do \
+	  nice -n 10 $(BIN)/anfcodec train --run-dir runs/abl-$$arm --arch $$arm --init $(ABL_BASE) --data $(DATA)/train \
+	    --lr 1e-4 --lr-final 1e-5 --max-steps $$(cat runs/.abl-end) --minutes 120 --seed 0 || exit 1; \
+	  $(BIN)/anfcodec export runs/abl-$$arm/last.pt --weights-dir $(ABL_WDIR) --model-id abl-$$arm || exit 1; \
+	done
+	ANFCODEC_WEIGHTS=$(ABL_WDIR) $(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/ablation-anfic --model abl-anfic \
+	  --classical-from ../shared/anchors/kodak_measured.json
+	ANFCODEC_WEIGHTS=$(ABL_WDIR) $(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/ablation-ms --model abl-ms-anfic \
+	  --classical-from ../shared/anchors/kodak_measured.json --compare "ANFIC, equal steps=docs/bench/ablation-anfic/bench.json"

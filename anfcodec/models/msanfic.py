@@ -238,12 +238,15 @@ class MSANFIC(ANFIC):
         _, yc_lik = self.gaussian_conditional(y_c, sigma_c, means=mu_c)
         y_hat = up * (y + (torch.round(y) - y).detach()) + (1 - up) * v
         x_hat, x2 = self._reconstruct(x1, y_hat, gain, quality)
-        # The coarse scale coded everywhere, with its own gradient only (y detached): it keeps
-        # learning in regions where the split does not pick it yet.
+        # The coarse scale coded everywhere, hyperlatent included, on a detached copy of y: it
+        # keeps learning where the split does not pick it yet, without pulling on the flow.
         yd = y.detach()
         ycd = self.split_down(yd)
+        hcd_hat, hcd_lik = self.entropy_bottleneck_c(self._run(self.h_a_c, ycd))
+        mu_cd, log_sigma_cd = self._run(self.h_s_c, hcd_hat).chunk(2, 1)
         rec_d = self.split_up(ycd + (torch.round(ycd) - ycd).detach())
-        aux_bits = self._bits(ycd, mu_c, sigma_c).flatten(1).sum(1)
+        aux_bits = (self._bits(ycd, mu_cd, self._sigma(log_sigma_cd)).flatten(1).sum(1)
+                    - torch.log2(hcd_lik).flatten(1).sum(1))
         aux_err = (((rec_d - yd) / gain) ** 2).flatten(1).sum(1)
         pixels = x.shape[-2] * x.shape[-1]
         aux = self.config.aux_weight * (aux_bits + lmbda * 255.0**2 / 3 * aux_err) / pixels

@@ -132,14 +132,14 @@ def evaluate(model, crops: torch.Tensor) -> dict:
 
 
 def _param_groups(model):
-    """(transforms, per-quality gains and modules a grown model added, EntropyBottleneck quantiles)."""
-    named = list(model.named_parameters())
-    aux = [p for n, p in named if n.endswith(".quantiles")]
-    fast = [p for n, p in named if not n.endswith(".quantiles") and
-            (n in ("log_gain", "post_filter.strength") or n.startswith(getattr(model, "fresh_modules", ())))]
-    ids = {id(p) for p in aux + fast}
+    """(transforms, per-quality gains, modules a grown model added, EntropyBottleneck quantiles)."""
+    named = [(n, p) for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+    gains = [p for n, p in named if n in ("log_gain", "post_filter.strength")]
+    fresh = [p for n, p in named if n.startswith(getattr(model, "fresh_modules", ()))]
+    ids = {id(p) for p in gains + fresh}
     main = [p for _, p in named if id(p) not in ids]
-    return main, fast, aux
+    return main, gains, fresh, aux
 
 
 def _shipped_entry(weights: Path) -> dict:
@@ -187,12 +187,12 @@ def train(opts: TrainOptions) -> Path:
     if state is None and opts.init is not None:
         model.init_from(load_state_dict_file(opts.init))
         counters.update(_shipped_counters(shipped))
-    main_params, gain_params, aux_params = _param_groups(model)
+    main_params, gain_params, fresh_params, aux_params = _param_groups(model)
     # The per-quality gains set each quality's operating point; at the transforms' learning rate
     # they drift there over thousands of steps, so they get a larger one. So do the small modules
     # a grown model adds (MS-ANFIC's coarse scale), which start from scratch beside trained ones.
     opt = torch.optim.Adam([{"params": main_params, "lr_mult": 1.0},
-                            {"params": gain_params, "lr_mult": opts.gain_lr_mult}], lr=opts.lr)
+                            {"params": gain_params + fresh_params, "lr_mult": opts.gain_lr_mult}], lr=opts.lr)
     aux_opt = torch.optim.Adam(aux_params, lr=1e-3)
     sampler = CropSampler(images, opts.crop, seed=opts.seed)
     qgen = torch.Generator().manual_seed(opts.seed + 1)
@@ -276,6 +276,8 @@ def train(opts: TrainOptions) -> Path:
         opt.zero_grad(set_to_none=True)
         m["loss"].backward()
         torch.nn.utils.clip_grad_norm_(main_params + gain_params, 1.0)
+        if fresh_params:  # clipped apart, so that their large early gradients do not shrink the others'
+            torch.nn.utils.clip_grad_norm_(fresh_params, 1.0)
         opt.step()
         aux_opt.zero_grad(set_to_none=True)
         model.aux_loss().backward()
