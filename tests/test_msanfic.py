@@ -141,9 +141,13 @@ def test_damaged_split_map_and_scale_chunks_are_clean_errors(ms_model, sample_im
     # A missing scale chunk, and a coarse-scale stream cut short.
     with pytest.raises(api.DecodeError, match="missing CLAT"):
         api.decode(_repack(data, lambda ch: [(t, p) for t, p in ch if t != b"CLAT"]))
+    # A stream cut short behind a valid CRC: a clean error or an image of the declared size, never a crash
+    # (docs/FORMAT.md; a range decoder may read the missing words as zeros).
     cut = _repack(data, lambda ch: [(t, p[:12] if t == b"CLAT" else p) for t, p in ch])
-    with pytest.raises((api.DecodeError, fmt.FormatError)):
-        api.decode(cut)
+    try:
+        assert api.decode(cut).size == sample_image.size
+    except (api.DecodeError, fmt.FormatError):
+        pass
     assert c.header.model_id == MS_ID
 
 
