@@ -55,11 +55,14 @@ class ANFICConfig:
     # around the mean (the first shipped weights; kept so their files still decode).
     quantizer: str = "fixed"
 
+    arch_name = "anfic"
+    missing_quantizer = "mean"  # what a config without the field means (written before it existed)
+
     @classmethod
     def from_dict(cls, d: dict) -> "ANFICConfig":
         d = dict(d)
         d.pop("arch", None)
-        d.setdefault("quantizer", "mean")  # configs from before the field existed
+        d.setdefault("quantizer", cls.missing_quantizer)
         if "lambdas" in d:
             d["lambdas"] = tuple(d["lambdas"])
         return cls(**d)
@@ -67,7 +70,7 @@ class ANFICConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["lambdas"] = list(self.lambdas)
-        d["arch"] = ANFIC.arch
+        d["arch"] = self.arch_name
         return d
 
 
@@ -81,7 +84,7 @@ class Symbols:
 
 
 class ANFIC(nn.Module):
-    arch = "anfic"
+    arch = ANFICConfig.arch_name
     pad_multiple = 64  # 1/16 latent, 1/64 hyperlatent
 
     def __init__(self, config: ANFICConfig | None = None):

@@ -50,18 +50,7 @@ class MSANFICConfig(ANFICConfig):
     aux_weight: float = 0.2   # training: weight of coding the coarse scale everywhere
 
     arch_name = "ms-anfic"
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "MSANFICConfig":
-        d = dict(d)
-        d.pop("arch", None)
-        d.setdefault("quantizer", "fixed")
-        if "lambdas" in d:
-            d["lambdas"] = tuple(d["lambdas"])
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return {**super().to_dict(), "arch": self.arch_name}
+    missing_quantizer = "fixed"  # every MS-ANFIC codes on the fixed grid
 
 
 @dataclass
