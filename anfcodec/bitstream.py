@@ -1,7 +1,9 @@
 """Symbols <-> chunk payloads for each model family: the step between the model and the container.
 
 ANFIC writes two chunks per image (or tile): ``HLAT`` (hyperlatent) and ``LATN``
-(latent). MS-ANFIC writes the split map first, then its coarse scale, then the
+(latent). The checkerboard model writes the same two, with ``LATN`` in two
+passes: the anchors, then the other positions, whose parameters depend on the
+decoded anchors. MS-ANFIC writes the split map first, then its coarse scale, then the
 fine one: ``SPLT``, ``CHYP``, ``CLAT``, ``HLAT``, ``LATN``. The decoder rebuilds
 each scale's entropy parameters in the same order the encoder used them (the
 fine hyperprior is conditioned on the decoded coarse latent) and checks each
@@ -16,6 +18,7 @@ from . import container as fmt
 from . import entropy_coding as ec
 from .exact import ExactnessError
 from .models.anfic import Symbols
+from .models.checkerboard import anchor_mask
 from .models.msanfic import REGION, MSSymbols
 from .timing import phase
 
@@ -50,21 +53,27 @@ def symbols_to_chunks(model, sym) -> list[tuple[bytes, bytes]]:
         return [(fmt.SPLIT_CHUNK, fmt.pack_split(REGION, ec.split_checksum(split), ec.encode_split(split))),
                 (fmt.COARSE_HYPER_CHUNK, b"" if coarse else
                  _tables(model, "entropy_bottleneck_c").encode(sym.coarse.hyper.cpu().numpy())),
-                (fmt.COARSE_LATENT_CHUNK, b"" if coarse else _latent_payload(model, sym.coarse, ~split)),
+                (fmt.COARSE_LATENT_CHUNK, b"" if coarse else _latent_payload(model, sym.coarse, [~split])),
                 (fmt.HYPER_CHUNK, _tables(model).encode(sym.fine.hyper.cpu().numpy())),
-                (fmt.LATENT_CHUNK, _latent_payload(model, sym.fine, up))]
+                (fmt.LATENT_CHUNK, _latent_payload(model, sym.fine, [up]))]
     return [(fmt.HYPER_CHUNK, _tables(model).encode(sym.hyper.cpu().numpy())),
-            (fmt.LATENT_CHUNK, _latent_payload(model, sym, None))]
+            (fmt.LATENT_CHUNK, _latent_payload(model, sym, _passes(model, sym.latent.shape[1:])))]
 
 
-def _latent_payload(model, sym: Symbols, where: np.ndarray | None) -> bytes:
-    """LATN/CLAT payload: the symbols at the positions ``where`` (all if None), channel by channel."""
+def _passes(model, shape) -> list[np.ndarray]:
+    """The position masks a model's LATN stream visits in turn: all at once, or anchors then the rest."""
+    if model.arch == "anfic-ckbd":
+        anchor = anchor_mask(*shape).numpy()
+        return [anchor, ~anchor]
+    return [np.ones(shape, dtype=bool)]
+
+
+def _latent_payload(model, sym: Symbols, passes: list[np.ndarray]) -> bytes:
+    """LATN/CLAT payload: the symbols at each pass's positions in turn, channel by channel within a pass."""
     scale_index = sym.scale_index.cpu().numpy()
     scales = model.scale_values().cpu().numpy()[scale_index]
     latent, offset = sym.latent.cpu().numpy(), sym.offset.cpu().numpy()
-    if where is not None:
-        latent, scales, offset = latent[:, where], scales[:, where], offset[:, where]
-    bound, stream = ec.encode_latent(latent, scales, offset)
+    bound, stream = ec.encode_latent_parts([(latent[:, m], scales[:, m], offset[:, m]) for m in passes])
     return fmt.pack_latent(bound, ec.index_checksum(scale_index), stream)
 
 
@@ -76,8 +85,17 @@ def chunks_to_symbols(model, chunks: dict[bytes, bytes], width: int, height: int
         return _ms_symbols(model, chunks, hshape, yshape, device)
     _require(chunks, fmt.HYPER_CHUNK, fmt.LATENT_CHUNK)
     h_sym = _hyper(model, "entropy_bottleneck", chunks[fmt.HYPER_CHUNK], hshape, device)
-    scale_index, mu = _params("HLAT", model.hyper_decode, h_sym)
-    return _latent(model, "LATN", chunks[fmt.LATENT_CHUNK], h_sym, scale_index, mu, None, device)
+    first = _params("HLAT", model.hyper_decode, h_sym)
+    passes = _passes(model, yshape[1:])
+    if len(passes) == 1:
+        return _latent(model, "LATN", chunks[fmt.LATENT_CHUNK], h_sym, [(passes[0], lambda _: first)], device)
+    mu_anchor = torch.round(first[1]).double()
+
+    def with_context(y_sym: np.ndarray):  # the anchors are decoded: every position's parameters
+        y_round = torch.from_numpy(y_sym).to(device).double()[None] + mu_anchor
+        return _params("LATN", lambda h: model.hyper_decode(h, y_round), h_sym)
+    return _latent(model, "LATN", chunks[fmt.LATENT_CHUNK], h_sym,
+                   [(passes[0], lambda _: first), (passes[1], with_context)], device)
 
 
 def _ms_symbols(model, chunks: dict, hshape, yshape, device) -> MSSymbols:
@@ -104,12 +122,13 @@ def _ms_symbols(model, chunks: dict, hshape, yshape, device) -> MSSymbols:
     else:
         hc_sym = _hyper(model, "entropy_bottleneck_c", chunks[fmt.COARSE_HYPER_CHUNK], hc_shape, device)
         idx_c, mu_c = _params("CHYP", model.coarse_params, hc_sym)
-        coarse = _latent(model, "CLAT", chunks[fmt.COARSE_LATENT_CHUNK], hc_sym, idx_c, mu_c, ~split, device)
+        coarse = _latent(model, "CLAT", chunks[fmt.COARSE_LATENT_CHUNK], hc_sym, [(~split, lambda _: (idx_c, mu_c))],
+                         device)
     yc_hat = (coarse.latent.double() + torch.round(mu_c[0]).double()) * torch.from_numpy(~split).to(device)
     h_sym = _hyper(model, "entropy_bottleneck", chunks[fmt.HYPER_CHUNK], hshape, device)
     idx, mu = _params("HLAT", lambda h: model.hyper_decode(h, model.context(yc_hat)), h_sym)
     up = np.repeat(np.repeat(split, 2, 0), 2, 1)
-    fine = _latent(model, "LATN", chunks[fmt.LATENT_CHUNK], h_sym, idx, mu, up, device)
+    fine = _latent(model, "LATN", chunks[fmt.LATENT_CHUNK], h_sym, [(up, lambda _: (idx, mu))], device)
     return MSSymbols(fine, coarse, torch.from_numpy(split.astype(np.uint8)).to(device))
 
 
@@ -135,23 +154,30 @@ def _params(what: str, decode, h_sym: torch.Tensor):
         raise DecodeError(f"{what}: hyperlatent values out of range (corrupt stream)") from None
 
 
-def _latent(model, what: str, payload: bytes, h_sym, scale_index, mu, where: np.ndarray | None, device) -> Symbols:
-    """Check the table-index CRC, then decode the latent symbols at ``where`` (all if None)."""
-    scale_index = scale_index[0].cpu().numpy()
-    offset = model.coding_offset(mu)[0]
+def _latent(model, what: str, payload: bytes, h_sym, passes, device) -> Symbols:
+    """Decode a latent stream pass by pass.
+
+    ``passes``: (positions, parameters) in stream order, where ``parameters(symbols so far)``
+    gives (scale indices, means) of the whole latent. The table-index CRC is checked against
+    the last pass's indices (the final tables) before that pass's symbols are read.
+    """
     bound, crc, stream = fmt.unpack_latent(payload, what)
-    if ec.index_checksum(scale_index) != crc:
-        raise DecodeError(f"{what}: decoder/encoder mismatch: the rebuilt entropy parameters differ from the "
-                          "encoder's (file written by different weights or a non-deterministic platform)")
-    scales = model.scale_values().cpu().numpy()[scale_index]
-    off = offset.cpu().numpy()
+    y_sym = None
     try:
-        with phase("entropy"):
-            if where is None:
-                y_sym = ec.decode_latent(stream, bound, scales, off)
-            else:
+        dec = ec.LatentDecoder(stream, bound)
+        for i, (where, parameters) in enumerate(passes):
+            scale_index, mu = parameters(y_sym)
+            scale_index = scale_index[0].cpu().numpy()
+            offset = model.coding_offset(mu)[0]
+            if y_sym is None:
                 y_sym = np.zeros(scale_index.shape, dtype=np.int32)
-                y_sym[:, where] = ec.decode_latent(stream, bound, scales[:, where], off[:, where])
+            if i == len(passes) - 1 and ec.index_checksum(scale_index) != crc:
+                raise DecodeError(f"{what}: decoder/encoder mismatch: the rebuilt entropy parameters differ from the "
+                                  "encoder's (file written by different weights or a non-deterministic platform)")
+            scales = model.scale_values().cpu().numpy()[scale_index]
+            off = offset.cpu().numpy()
+            with phase("entropy"):
+                y_sym[:, where] = dec.decode(scales[:, where], off[:, where])
     except ec.EntropyCodingError as e:
         raise DecodeError(f"{what}: {e}") from None
     return Symbols(h_sym[0] if h_sym.dim() == 4 else h_sym, torch.from_numpy(y_sym).to(device),

@@ -322,7 +322,7 @@ def _draw_split_map(input: str, raw: bytes, d: dict, out: str, force: bool) -> N
               help="Give the qualities these rate-distortion lambdas; a resumed or --init run is retargeted.")
 @click.option("--quantizer", type=click.Choice(["fixed", "mean"]), default=None,
               help="Switch the run's latent quantizer [default: the run's own; 'fixed' for new runs].")
-@click.option("--arch", type=click.Choice(["anfic", "ms-anfic"]), default=None,
+@click.option("--arch", type=click.Choice(["anfic", "anfic-ckbd", "ms-anfic"]), default=None,
               help="Architecture of a new run [default: that of --init, else anfic]. 'ms-anfic' with --init "
                    "ANFIC weights grows them into the multiscale model, which starts out coding like them.")
 @click.option("--max-steps", type=click.IntRange(1), default=None,
@@ -330,8 +330,10 @@ def _draw_split_map(input: str, raw: bytes, d: dict, out: str, force: bool) -> N
 @click.option("--threads", type=click.IntRange(1), default=2, show_default=True,
               help="Torch threads. Use 1 while another job holds a core: two 2-thread jobs on 2 cores "
                    "spin against each other (a step went from 0.5 s to 40 s).")
+@click.option("--device", default=None, help="Where to train, e.g. cpu or cuda [default: cuda when present]. "
+              "GPU time is logged apart from CPU time in the run's counters and the manifest.")
 def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, init, lambdas, quantizer, arch, max_steps,
-          threads):
+          threads, device):
     """Train (or resume training) the model on a folder of photographs."""
     from .models.anfic import ANFICConfig
     from .training.train import TrainOptions, train as run
@@ -347,7 +349,7 @@ def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, i
     config.M, config.N = M or config.M, N or config.N
     opts = TrainOptions(run_dir=run_dir, minutes=minutes, batch=batch, crop=crop, lr=lr, lr_final=lr_final, bf16=bf16, seed=seed,
                         config=config.to_dict(), init=init, quantizer=quantizer, threads=threads,
-                        arch=arch, max_steps=max_steps)
+                        arch=arch, max_steps=max_steps, device=device)
     if lambdas is not None:
         try:
             opts.lambdas = tuple(float(v) for v in lambdas.split(","))

@@ -102,34 +102,59 @@ def _means(means: np.ndarray | None, std: np.ndarray) -> np.ndarray:
 
 def encode_latent(symbols: np.ndarray, scales: np.ndarray, means: np.ndarray | None = None) -> tuple[int, bytes]:
     """Symbols (int), per-symbol scales and means (float64, |mean| <= 0.5), same shape -> (bound, payload)."""
-    sym = symbols.reshape(-1).astype(np.int64)
-    std = np.ascontiguousarray(scales.reshape(-1), dtype=np.float64)
-    bound = latent_bound(sym)
-    clipped = np.clip(sym, -bound, bound).astype(np.int32)
+    return encode_latent_parts([(symbols, scales, means)])
+
+
+def encode_latent_parts(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> tuple[int, bytes]:
+    """Several (symbols, scales, means) groups in one stream, one after the other, with a shared bound.
+
+    Each group's escapes follow its own symbols, so a decoder has a group's exact values
+    before it needs them to compute the next group's parameters (the checkerboard context).
+    """
+    flat = [(s.reshape(-1).astype(np.int64), np.ascontiguousarray(sc.reshape(-1), dtype=np.float64), m)
+            for s, sc, m in parts]
+    bound = latent_bound(np.concatenate([s for s, _, _ in flat]) if flat else np.zeros(0))
     enc = _queue.RangeEncoder()
-    if sym.size:
-        enc.encode(clipped, _model.QuantizedGaussian(-bound, bound), _means(means, std), std)
-    if bound == LATENT_BOUND_CAP:  # the alphabet's edge is the escape symbol
-        edge = np.abs(sym) >= bound
-        _encode_u32(enc, np.abs(sym[edge]) - bound)
+    for sym, std, means in flat:
+        if sym.size:
+            clipped = np.clip(sym, -bound, bound).astype(np.int32)
+            enc.encode(clipped, _model.QuantizedGaussian(-bound, bound), _means(means, std), std)
+        if bound == LATENT_BOUND_CAP:  # the alphabet's edge is the escape symbol
+            edge = np.abs(sym) >= bound
+            _encode_u32(enc, np.abs(sym[edge]) - bound)
     return bound, _to_bytes(enc.get_compressed())
 
 
-@_guarded
+class LatentDecoder:
+    """Reads the groups of an ``encode_latent_parts`` stream in order, each with its own parameters."""
+
+    @_guarded
+    def __init__(self, payload: bytes, bound: int):
+        if not 1 <= bound <= LATENT_BOUND_CAP:
+            raise EntropyCodingError(f"latent bound {bound} out of range")
+        self.bound = bound
+        self._dec = _decoder(payload)
+
+    @_guarded
+    def decode(self, scales: np.ndarray, means: np.ndarray | None = None) -> np.ndarray:
+        """The next group: int32 symbols of ``scales.shape``."""
+        std = np.ascontiguousarray(scales.reshape(-1), dtype=np.float64)
+        if std.size == 0:
+            return np.zeros(scales.shape, dtype=np.int32)
+        bound = self.bound
+        sym = self._dec.decode(_model.QuantizedGaussian(-bound, bound), _means(means, std), std).astype(np.int64)
+        edge = np.abs(sym) == bound
+        if bound == LATENT_BOUND_CAP and edge.any():
+            # Only a capped alphabet escapes; the extra magnitude follows the group's symbols.
+            extra = _decode_u32(self._dec, int(edge.sum())).astype(np.int64)
+            sym[edge] += np.sign(sym[edge]) * extra
+        if np.abs(sym).max(initial=0) > np.iinfo(np.int32).max:
+            raise EntropyCodingError("latent escape value out of int32 range")
+        return sym.astype(np.int32).reshape(scales.shape)
+
+
 def decode_latent(payload: bytes, bound: int, scales: np.ndarray, means: np.ndarray | None = None) -> np.ndarray:
-    if not 1 <= bound <= LATENT_BOUND_CAP:
-        raise EntropyCodingError(f"latent bound {bound} out of range")
-    std = np.ascontiguousarray(scales.reshape(-1), dtype=np.float64)
-    dec = _decoder(payload)
-    sym = dec.decode(_model.QuantizedGaussian(-bound, bound), _means(means, std), std).astype(np.int64)
-    edge = np.abs(sym) == bound
-    if bound == LATENT_BOUND_CAP and edge.any():
-        # Only a capped alphabet escapes; the extra magnitude follows in the stream.
-        extra = _decode_u32(dec, int(edge.sum())).astype(np.int64)
-        sym[edge] += np.sign(sym[edge]) * extra
-    if np.abs(sym).max(initial=0) > np.iinfo(np.int32).max:
-        raise EntropyCodingError("latent escape value out of int32 range")
-    return sym.astype(np.int32).reshape(scales.shape)
+    return LatentDecoder(payload, bound).decode(scales, means)
 
 
 # -- split maps: one binary decision per region ----------------------------------------

@@ -44,6 +44,28 @@ def test_latent_escape(extreme):
     assert np.array_equal(ec.decode_latent(payload, bound, std), sym)
 
 
+def test_latent_groups_decode_in_turn_with_their_own_escapes():
+    # The checkerboard's two passes: each group's exact values (escapes included) are read
+    # before the next group's parameters are needed.
+    rng = np.random.default_rng(2)
+    a = rng.integers(-3, 4, (4, 5)).astype(np.int32)
+    b = rng.integers(-3, 4, (4, 7)).astype(np.int32)
+    a[0, 0], b[3, 6] = ec.LATENT_BOUND_CAP + 9, -(2**31 - 1)
+    sa, sb = np.full(a.shape, 2.0), np.full(b.shape, 3.0)
+    mb = rng.uniform(-0.5, 0.5, b.shape)
+    bound, payload = ec.encode_latent_parts([(a, sa, None), (b, sb, mb)])
+    dec = ec.LatentDecoder(payload, bound)
+    assert np.array_equal(dec.decode(sa), a)
+    assert np.array_equal(dec.decode(sb, mb), b)
+
+
+def test_one_group_is_the_plain_latent_stream():
+    rng = np.random.default_rng(3)
+    sym = rng.integers(-20, 21, (3, 4, 4)).astype(np.int32)
+    std = np.full(sym.shape, 6.0)
+    assert ec.encode_latent_parts([(sym, std, None)]) == ec.encode_latent(sym, std)
+
+
 def test_latent_all_zero():
     sym = np.zeros((3, 2, 2), dtype=np.int32)
     std = np.ones(sym.shape)

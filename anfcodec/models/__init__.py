@@ -1,8 +1,9 @@
 """Model family registry: architecture name (a stable string) -> class."""
 from .anfic import ANFIC, ANFICConfig
+from .checkerboard import ANFICCheckerboard, CheckerboardConfig
 from .msanfic import MSANFIC, MSANFICConfig
 
-ARCHITECTURES = {ANFIC.arch: ANFIC, MSANFIC.arch: MSANFIC}
+ARCHITECTURES = {ANFIC.arch: ANFIC, ANFICCheckerboard.arch: ANFICCheckerboard, MSANFIC.arch: MSANFIC}
 
 
 def build_model(config: dict):
@@ -12,4 +13,4 @@ def build_model(config: dict):
     return ARCHITECTURES[arch].from_config(config)
 
 
-__all__ = ["ANFIC", "ANFICConfig", "MSANFIC", "MSANFICConfig", "ARCHITECTURES", "build_model"]
+__all__ = ["ANFIC", "ANFICConfig", "ANFICCheckerboard", "CheckerboardConfig", "MSANFIC", "MSANFICConfig", "ARCHITECTURES", "build_model"]

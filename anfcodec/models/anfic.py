@@ -205,19 +205,37 @@ class ANFIC(nn.Module):
         z1 = z2 - self._run(self.g_a2, x1)
         return x1 + self._run(self.g_s1, z1)
 
-    def entropy_parameters(self, h_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu, sigma) of the gained latent, fp32: float path in training, the exact path in eval."""
+    def entropy_parameters(self, h_hat: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, sigma) of the gained latent ``y``, fp32: float path in training, the exact path in eval.
+
+        ``y`` matters only to models whose parameters also see already-decoded latent symbols
+        (the checkerboard context model); ANFIC's come from the hyperlatent alone.
+        """
         if self.training:
-            mu, log_sigma = self._run(self.h_s, h_hat).chunk(2, dim=1)
-            return mu, torch.exp(log_sigma.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX))
-        mu, log_sigma = self.exact_entropy_parameters(h_hat)
+            return self._float_parameters(self._run(self.h_s, h_hat))
+        mu, log_sigma = self.exact_entropy_parameters(h_hat, None if y is None else torch.round(y))
         return mu, torch.exp(log_sigma.float() * 2.0**-ACT_BITS)
 
-    def exact_entropy_parameters(self, h_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu fp32, log-sigma as integers on the 2^-ACT_BITS grid), bit-identical on every platform."""
+    @staticmethod
+    def _float_parameters(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, log_sigma = out.chunk(2, dim=1)
+        return mu, torch.exp(log_sigma.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX))
+
+    def exact_entropy_parameters(self, h_hat: torch.Tensor, y_round: torch.Tensor | None = None):
+        """(mu fp32, log-sigma as integers on the 2^-ACT_BITS grid), bit-identical on every platform.
+
+        ``y_round`` (the rounded latent) is ignored here; context models use it.
+        """
+        return self._split_exact(self._exact_hyper(h_hat))
+
+    def _exact_hyper(self, h_hat: torch.Tensor) -> torch.Tensor:
+        """h_s in fixed point: (mu, log-sigma) stacked, integers on the 2^-ACT_BITS grid."""
         if self._exact_h_s is None:
             self._exact_h_s = ExactSequential(self.h_s.net)
-        out = self._exact_h_s(to_grid(h_hat))
+        return self._exact_h_s(to_grid(h_hat))
+
+    @staticmethod
+    def _split_exact(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, log_sigma = out.chunk(2, dim=1)
         log_sigma = log_sigma.clamp(LOG_SCALE_MIN * 2**ACT_BITS, LOG_SCALE_MAX * 2**ACT_BITS)
         return (mu * 2.0**-ACT_BITS).float(), log_sigma
@@ -230,7 +248,7 @@ class ANFIC(nn.Module):
         y = z2 * gain
         h = self._run(self.h_a, y)
         h_hat, h_lik = self.entropy_bottleneck(h)
-        mu, sigma = self.entropy_parameters(h_hat)
+        mu, sigma = self.entropy_parameters(h_hat, y)
         if self.training or self.config.quantizer == "mean":
             _, y_lik = self.gaussian_conditional(y, sigma, means=mu)
         else:  # evaluation: the rate of exactly what compress codes, the integer grid
@@ -285,7 +303,7 @@ class ANFIC(nn.Module):
         h = self.h_a(y)
         medians = self.entropy_bottleneck._get_medians()
         h_sym = self.entropy_bottleneck.quantize(h, "symbols", medians)
-        scale_index, mu = self.hyper_decode(h_sym)
+        scale_index, mu = self.hyper_decode(h_sym, torch.round(y))
         y_sym = (torch.round(y) - torch.round(mu) if self.config.quantizer == "fixed" else torch.round(y - mu)).int()
         return Symbols(h_sym[0].int(), y_sym[0], scale_index[0], self.coding_offset(mu)[0])
 
@@ -295,14 +313,19 @@ class ANFIC(nn.Module):
         return mu - torch.round(mu) if self.config.quantizer == "fixed" else torch.zeros_like(mu)
 
     @torch.inference_mode()
-    def hyper_decode(self, h_sym: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hyperlatent symbols -> (scale-table indices, latent means)."""
+    def hyper_decode(self, h_sym: torch.Tensor, y_round: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hyperlatent symbols (and, for context models, the rounded latent decoded so far)
+        -> (scale-table indices, latent means)."""
         if h_sym.dim() == 3:
             h_sym = h_sym[None]
         medians = self.entropy_bottleneck._get_medians()
         h_hat = self.entropy_bottleneck.dequantize(h_sym, medians)
-        mu, log_sigma = self.exact_entropy_parameters(h_hat)
+        mu, log_sigma = self.exact_entropy_parameters(h_hat, y_round)
         return self.scale_index(log_sigma), mu
+
+    def symbol_means(self, symbols: Symbols) -> torch.Tensor:
+        """The means the decoder derives for ``symbols`` (what ``_grid_mean`` adds back)."""
+        return self.hyper_decode(symbols.hyper)[1]
 
     def scale_index(self, log_sigma: torch.Tensor) -> torch.Tensor:
         """Snap each (integer, fixed-point) log-scale up to the next table entry: integer comparisons only."""
@@ -320,7 +343,7 @@ class ANFIC(nn.Module):
         Runs the inverse flow and post-filter in fixed point (see ``exact``), so that
         every machine decodes the same pixels; ``decompress_float`` is the float path.
         """
-        _, mu = self.hyper_decode(symbols.hyper)
+        mu = self.symbol_means(symbols)
         return self.synthesize_exact(symbols.latent[None].double() + self._grid_mean(mu), quality)
 
     def synthesize_exact(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
@@ -340,7 +363,7 @@ class ANFIC(nn.Module):
     @torch.inference_mode()
     def decompress_float(self, symbols: Symbols, quality: float) -> torch.Tensor:
         """The float32 decoder: faster, but its pixels may differ by a level between machines."""
-        _, mu = self.hyper_decode(symbols.hyper)
+        mu = self.symbol_means(symbols)
         return self.synthesize_float(symbols.latent[None].float() + self._grid_mean(mu).float(), quality)
 
     def synthesize_float(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:

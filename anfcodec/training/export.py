@@ -50,6 +50,7 @@ def export(checkpoint: Path, weights_dir: Path, model_id: str, make_default: boo
             "steps": counters["step"],
             "cpu_hours": round(counters["cpu_seconds"] / 3600, 3),
             "wall_hours": round(counters["wall_seconds"] / 3600, 3),
+            "gpu_hours": round(counters.get("gpu_seconds", 0.0) / 3600, 3),
             "best_validation_loss": counters["best_val"] if math.isfinite(counters.get("best_val", math.inf)) else None,
             "data": TRAIN_DATA_NOTE,
         },
