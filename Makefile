@@ -26,7 +26,7 @@ test: install  ## the full test suite (Kodak tests skip when $(DATA)/kodak is ab
 test-fast: install  ## everything but the Kodak sweep
 	$(BIN)/python -m pytest -q -m "not kodak"
 
-RUN     ?= anfic-n128-m256
+RUN     ?= anfic-ckbd-n128-m256
 TRAIN_ARGS ?= --lr 1e-4   # the shipped model's stage; add --lr-final 1e-5 to anneal over MINUTES
 
 train: install  ## resume runs/$(RUN), or start it from the shipped weights; nice'd, MINUTES budget

@@ -22,11 +22,17 @@ from anfcodec.training.export import export
 from roundtrip import assert_same_symbols, check_round_trip
 
 CK_ID = "anfic-ckbd-test"
+ANFIC_ID = "anfic-n128-m256"
+
+
+@pytest.fixture(scope="module")
+def anfic():
+    return zoo.load_model(ANFIC_ID, "cpu")
 
 
 def _grown(perturb: bool) -> ANFICCheckerboard:
     man = zoo.manifest(zoo.WEIGHTS_DIR)
-    base = man["models"][man["default"]]
+    base = man["models"][ANFIC_ID]
     model = ANFICCheckerboard.from_config({**base["config"], "arch": ANFICCheckerboard.arch})
     model.init_from(zoo.load_state_dict_file(zoo.WEIGHTS_DIR / base["file"]))
     if perturb:
@@ -60,7 +66,8 @@ def _x(img) -> torch.Tensor:
     return pad_edge(torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1)[None].float() / 255, 64)
 
 
-def test_grown_model_codes_like_anfic(model, sample_image):
+def test_grown_model_codes_like_anfic(anfic, sample_image):
+    model = anfic
     grown = _grown(perturb=False)
     x = _x(sample_image)
     a, b = model.compress(x, 4.0, 0), grown.compress(x, 4.0, 0)
@@ -69,7 +76,8 @@ def test_grown_model_codes_like_anfic(model, sample_image):
     assert torch.equal(grown.decompress(b, 4.0), model.decompress(a, 4.0))
 
 
-def test_context_reaches_only_the_non_anchors(ck_model, model, sample_image):
+def test_context_reaches_only_the_non_anchors(ck_model, anfic, sample_image):
+    model = anfic
     x = _x(sample_image)
     a, b = model.compress(x, 4.0, 0), ck_model.compress(x, 4.0, 0)
     anchor = anchor_mask(*b.scale_index.shape[1:])
