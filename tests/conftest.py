@@ -52,3 +52,31 @@ def run_cli(*args, stdin: bytes | None = None, env: dict | None = None):
     import subprocess
     return subprocess.run([sys.executable, "-m", "anfcodec.cli", *map(str, args)], input=stdin,
                           capture_output=True, env={**os.environ, **(env or {})}, timeout=300)
+
+
+def installed_model(tmp_path_factory, model, model_id: str):
+    """Generator for a module fixture: ``model`` exported as ``model_id`` into a copy of the shipped
+    weights folder, which ``zoo`` uses until the fixture ends; yields the loaded (eval) model.
+
+    For models that do not ship (grown or perturbed ones): they go through the real export and
+    loading path, and the shipped releases stay available beside them.
+    """
+    import json
+    import math
+    import shutil
+    import torch
+    from anfcodec import zoo
+    from anfcodec.training.export import export
+    src, wdir = zoo.WEIGHTS_DIR, tmp_path_factory.mktemp("weights")
+    man = zoo.manifest(src)
+    for entry in [*man["models"].values(), *man.get("previous", [])]:
+        shutil.copy(src / entry["file"], wdir / entry["file"])
+    (wdir / zoo.MANIFEST).write_text(json.dumps(man))
+    ckpt = wdir / "model.ckpt"
+    torch.save({"config": model.config.to_dict(), "model": model.state_dict(),
+                "counters": {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "best_val": math.inf}}, ckpt)
+    export(ckpt, wdir, model_id, make_default=False)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(zoo, "WEIGHTS_DIR", wdir)
+    yield zoo.load_model(model_id, "cpu")
+    mp.undo()

@@ -5,9 +5,6 @@ the fixture gives the fusion's last layer small seeded weights so that the non-a
 parameters really depend on the decoded anchors, which is what the two-pass decoder must
 reproduce exactly.
 """
-import json
-import math
-import shutil
 
 import numpy as np
 import pytest
@@ -18,7 +15,7 @@ from anfcodec import container as fmt
 from anfcodec.imageio import pad_edge
 from anfcodec.models import ANFICCheckerboard
 from anfcodec.models.checkerboard import anchor_mask
-from anfcodec.training.export import export
+from conftest import installed_model
 from roundtrip import assert_same_symbols, check_round_trip
 
 CK_ID = "anfic-ckbd-test"
@@ -45,21 +42,7 @@ def _grown(perturb: bool) -> ANFICCheckerboard:
 
 @pytest.fixture(scope="module")
 def ck_model(tmp_path_factory):
-    src = zoo.WEIGHTS_DIR
-    wdir = tmp_path_factory.mktemp("weights")
-    man = zoo.manifest(src)
-    for entry in [*man["models"].values(), *man.get("previous", [])]:
-        shutil.copy(src / entry["file"], wdir / entry["file"])
-    (wdir / zoo.MANIFEST).write_text(json.dumps(man))
-    model = _grown(perturb=True)
-    ckpt = wdir / "ck.ckpt"
-    torch.save({"config": model.config.to_dict(), "model": model.state_dict(),
-                "counters": {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "best_val": math.inf}}, ckpt)
-    export(ckpt, wdir, CK_ID, make_default=False)
-    mp = pytest.MonkeyPatch()
-    mp.setattr(zoo, "WEIGHTS_DIR", wdir)
-    yield zoo.load_model(CK_ID, "cpu")
-    mp.undo()
+    yield from installed_model(tmp_path_factory, _grown(perturb=True), CK_ID)
 
 
 def _x(img) -> torch.Tensor:

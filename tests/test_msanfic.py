@@ -5,9 +5,6 @@ and installed in a temporary weights folder, so these tests do not depend on tra
 multiscale weights. Its coarse scale is untrained, so the RD search picks the fine
 scale; tests that need coarse regions impose a split map.
 """
-import json
-import math
-import shutil
 
 import numpy as np
 import pytest
@@ -17,7 +14,7 @@ from anfcodec import api, bitstream, zoo
 from anfcodec import container as fmt
 from anfcodec.imageio import pad_edge
 from anfcodec.models import MSANFIC
-from anfcodec.training.export import export
+from conftest import installed_model
 from roundtrip import assert_same_symbols, check_round_trip
 from test_models import check_inverse
 
@@ -27,22 +24,9 @@ ANFIC_ID = "anfic-n128-m256"
 
 @pytest.fixture(scope="module")
 def ms_model(tmp_path_factory):
-    src = zoo.WEIGHTS_DIR
-    wdir = tmp_path_factory.mktemp("weights")
-    man = zoo.manifest(src)
-    for entry in [*man["models"].values(), *man.get("previous", [])]:
-        shutil.copy(src / entry["file"], wdir / entry["file"])
-    (wdir / zoo.MANIFEST).write_text(json.dumps(man))
-    base = man["models"][ANFIC_ID]  # grown from the single-scale release, whatever the default is
-    ms = MSANFIC.from_single_scale(zoo.load_state_dict_file(src / base["file"]), base["config"])
-    ckpt = wdir / "ms.ckpt"
-    torch.save({"config": ms.config.to_dict(), "model": ms.state_dict(),
-                "counters": {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "best_val": math.inf}}, ckpt)
-    export(ckpt, wdir, MS_ID, make_default=False)
-    mp = pytest.MonkeyPatch()
-    mp.setattr(zoo, "WEIGHTS_DIR", wdir)
-    yield zoo.load_model(MS_ID, "cpu")
-    mp.undo()
+    base = zoo.manifest(zoo.WEIGHTS_DIR)["models"][ANFIC_ID]  # grown from the single-scale release
+    ms = MSANFIC.from_single_scale(zoo.load_state_dict_file(zoo.WEIGHTS_DIR / base["file"]), base["config"])
+    yield from installed_model(tmp_path_factory, ms, MS_ID)
 
 
 def _x(img) -> torch.Tensor:
