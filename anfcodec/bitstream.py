@@ -181,4 +181,4 @@ def _latent(model, what: str, payload: bytes, h_sym, passes, device) -> Symbols:
     except ec.EntropyCodingError as e:
         raise DecodeError(f"{what}: {e}") from None
     return Symbols(h_sym[0] if h_sym.dim() == 4 else h_sym, torch.from_numpy(y_sym).to(device),
-                   torch.from_numpy(scale_index).to(device), offset)
+                   torch.from_numpy(scale_index).to(device), offset, mu)

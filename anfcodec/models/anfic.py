@@ -81,6 +81,7 @@ class Symbols:
     latent: torch.Tensor         # int32 [M, H, W], round(y) - round(mu) (fixed grid) or round(y - mu)
     scale_index: torch.Tensor    # int32 [M, H, W], index into the scale table
     offset: torch.Tensor         # float64 [M, H, W], mean of each symbol's coding distribution
+    mu: torch.Tensor | None = None  # [1, M, H, W], the latent means both sides derived (saves decompress a rerun)
 
 
 class ANFIC(nn.Module):
@@ -305,7 +306,7 @@ class ANFIC(nn.Module):
         h_sym = self.entropy_bottleneck.quantize(h, "symbols", medians)
         scale_index, mu = self.hyper_decode(h_sym, torch.round(y))
         y_sym = (torch.round(y) - torch.round(mu) if self.config.quantizer == "fixed" else torch.round(y - mu)).int()
-        return Symbols(h_sym[0].int(), y_sym[0], scale_index[0], self.coding_offset(mu)[0])
+        return Symbols(h_sym[0].int(), y_sym[0], scale_index[0], self.coding_offset(mu)[0], mu)
 
     def coding_offset(self, mu: torch.Tensor) -> torch.Tensor:
         """Mean of each symbol's coding distribution (float64): mu's fractional part on the fixed grid."""
@@ -324,7 +325,11 @@ class ANFIC(nn.Module):
         return self.scale_index(log_sigma), mu
 
     def symbol_means(self, symbols: Symbols) -> torch.Tensor:
-        """The means the decoder derives for ``symbols`` (what ``_grid_mean`` adds back)."""
+        """The means the decoder derives for ``symbols`` (what ``_grid_mean`` adds back):
+        those the entropy decoder already built, else rebuilt from the hyperlatent."""
+        return symbols.mu if symbols.mu is not None else self.derive_means(symbols)
+
+    def derive_means(self, symbols: Symbols) -> torch.Tensor:
         return self.hyper_decode(symbols.hyper)[1]
 
     def scale_index(self, log_sigma: torch.Tensor) -> torch.Tensor:

@@ -91,7 +91,7 @@ class ANFICCheckerboard(ANFIC):
             out = out + fusion(torch.cat([out, ctx], 1)) * (1 - anchor)
         return self._split_exact(out)
 
-    def symbol_means(self, symbols: Symbols) -> torch.Tensor:
+    def derive_means(self, symbols: Symbols) -> torch.Tensor:
         h = symbols.hyper[None] if symbols.hyper.dim() == 3 else symbols.hyper
         _, mu_anchor = self.hyper_decode(h)
         y_round = symbols.latent[None].double() + torch.round(mu_anchor).double()  # exact at the anchors
