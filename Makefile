@@ -5,7 +5,7 @@ BIN      = $(VENV)/bin
 DATA    ?= ../shared/data
 MINUTES ?= 60
 
-.PHONY: install demo test test-fast bench bench-generations bench-high-rate bench-speed train export clean fuzz determinism ablation-ms
+.PHONY: install demo test test-fast bench bench-generations bench-high-rate bench-speed train export clean fuzz determinism ablation-ms ablation-ms-long ablation-bench
 
 $(BIN)/anfcodec: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -59,18 +59,32 @@ determinism: install  ## encode/decode across thread counts and ISA paths on all
 	$(BIN)/python tests/test_determinism.py $(DATA)/kodak
 
 # MS-ANFIC against ANFIC at equal steps, data, crops, seed and LR schedule, both grown from the
-# shipped single-scale weights; each arm's final weights are benchmarked on Kodak at all qualities.
-ABL_STEPS ?= 3500
-ABL_BASE  ?= anfic-n128-m256
+# single-scale release a65e4d78 (weights/anfic-n128-m256.pt, 15344 steps); each arm's final weights are
+# benchmarked on Kodak at all qualities. ablation-ms-long then continues both arms by the same steps.
+ABL_BASE  ?= weights/anfic-n128-m256.pt
+ABL_END   ?= 18844
 ABL_WDIR  ?= runs/ablation-weights
+ABL2_END  ?= 21844
+ABL2_WDIR ?= runs/ablation2-weights
 ablation-ms: install  ## equal-step MS-ANFIC vs ANFIC ablation -> docs/bench/ablation-{anfic,ms}/
-	$(BIN)/python -c "import json,sys; print(json.load(open('weights/manifest.json'))['models']['$(ABL_BASE)']['training']['steps'] + $(ABL_STEPS))" > runs/.abl-end
 	for arm in anfic ms-anfic; do \
 	  nice -n 10 $(BIN)/anfcodec train --run-dir runs/abl-$$arm --arch $$arm --init $(ABL_BASE) --data $(DATA)/train \
-	    --lr 1e-4 --lr-final 1e-5 --max-steps $$(cat runs/.abl-end) --minutes 120 --seed 0 || exit 1; \
+	    --lr 1e-4 --lr-final 1e-5 --max-steps $(ABL_END) --minutes 120 --seed 0 || exit 1; \
 	  $(BIN)/anfcodec export runs/abl-$$arm/last.pt --weights-dir $(ABL_WDIR) --model-id abl-$$arm || exit 1; \
 	done
-	ANFCODEC_WEIGHTS=$(ABL_WDIR) $(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/ablation-anfic --model abl-anfic \
+	$(MAKE) ablation-bench WDIR=$(ABL_WDIR) TAG=abl OUT=ablation
+
+ablation-ms-long: install  ## both ablation arms +3000 steps (5e-5 -> 5e-6) -> docs/bench/ablation2-{anfic,ms}/
+	for arm in anfic ms-anfic; do \
+	  test -f runs/abl2-$$arm/last.pt || cp -r runs/abl-$$arm runs/abl2-$$arm; \
+	  nice -n 10 $(BIN)/anfcodec train --run-dir runs/abl2-$$arm --data $(DATA)/train \
+	    --lr 5e-5 --lr-final 5e-6 --max-steps $(ABL2_END) --minutes 150 --seed 0 || exit 1; \
+	  $(BIN)/anfcodec export runs/abl2-$$arm/last.pt --weights-dir $(ABL2_WDIR) --model-id abl2-$$arm || exit 1; \
+	done
+	$(MAKE) ablation-bench WDIR=$(ABL2_WDIR) TAG=abl2 OUT=ablation2
+
+ablation-bench:
+	ANFCODEC_WEIGHTS=$(WDIR) $(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/$(OUT)-anfic --model $(TAG)-anfic \
 	  --classical-from ../shared/anchors/kodak_measured.json
-	ANFCODEC_WEIGHTS=$(ABL_WDIR) $(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/ablation-ms --model abl-ms-anfic \
-	  --classical-from ../shared/anchors/kodak_measured.json --compare "ANFIC, equal steps=docs/bench/ablation-anfic/bench.json"
+	ANFCODEC_WEIGHTS=$(WDIR) $(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/$(OUT)-ms --model $(TAG)-ms-anfic \
+	  --classical-from ../shared/anchors/kodak_measured.json --compare "ANFIC, equal steps=docs/bench/$(OUT)-anfic/bench.json"
