@@ -105,3 +105,17 @@ def test_strips_with_pixel_shuffle_equal_one_call(monkeypatch):
     whole = F.pixel_shuffle(F.conv2d(F.pad(a, (1, 1, 1, 1)), w), 2)
     monkeypatch.setattr(exact, "STRIP_BYTES", 1)
     assert torch.equal(exact.strip_conv(a, w, None, 1, (1, 1), shuffle=2), whole)
+
+
+@pytest.mark.parametrize("strip_bytes", [1, 64 << 20])
+@pytest.mark.parametrize("shuffle", [1, 2])
+def test_narrow_layers_equal_one_convolution(monkeypatch, strip_bytes, shuffle):
+    # Few output channels take the tap-product form; it must equal conv2d exactly, in strips or whole.
+    g = torch.Generator().manual_seed(shuffle)
+    a = torch.randint(-2**20, 2**20, (2, 16, 13, 11), generator=g).double()
+    w = torch.randint(-2**16, 2**16, (4, 16, 3, 3), generator=g).double()
+    b = torch.randint(-99, 99, (4,), generator=g).double()
+    whole = F.conv2d(F.pad(a, (1, 1, 1, 1)), w, b)
+    whole = F.pixel_shuffle(whole, shuffle) if shuffle > 1 else whole
+    monkeypatch.setattr(exact, "STRIP_BYTES", strip_bytes)
+    assert torch.equal(exact.strip_conv(a, w, b, 1, (1, 1), shuffle=shuffle), whole)
