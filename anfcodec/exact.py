@@ -58,23 +58,29 @@ def strip_conv(a: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride:
     preallocated result avoids a second full-size copy; with integer arithmetic the
     result is bit-identical to one call. Layers with few outputs take ``narrow_conv``.
     """
-    a = F.pad(a, (pad[0], pad[1], pad[0], pad[1])) if any(pad) else a
     c_out, c_in, k, _ = w.shape
-    h_out = (a.shape[-2] - k) // stride + 1
-    w_out = (a.shape[-1] - k) // stride + 1
+    h, w_pad = a.shape[-2], a.shape[-1] + pad[0] + pad[1]
+    h_out = (h + pad[0] + pad[1] - k) // stride + 1
+    w_out = (w_pad - k) // stride + 1
     narrow = stride == 1 and 4 * c_out <= c_in
-    row_bytes = 8 * k * k * (c_out * a.shape[-1] if narrow else c_in * max(w_out, 1))
+    row_bytes = 8 * k * k * (c_out * w_pad if narrow else c_in * max(w_out, 1))
     rows = max(1, STRIP_BYTES // row_bytes)
 
-    def conv(x):
+    def conv(r0: int, r1: int) -> torch.Tensor:
+        # Output rows [r0, r1) from input rows [lo, hi) of the padded input, padded here per band
+        # (one copy of the band instead of a padded copy of the whole input and then of the band).
+        lo, hi = r0 * stride - pad[0], (r1 - 1) * stride + k - pad[0]
+        x = a[..., max(lo, 0):min(hi, h), :]
+        if any(pad):
+            x = F.pad(x, (pad[0], pad[1], max(-lo, 0), max(hi - h, 0)))
         return narrow_conv(x, w, b) if narrow else F.conv2d(x, w, b, stride=stride)
     if rows >= h_out:
-        r = conv(a)
+        r = conv(0, h_out)
         return F.pixel_shuffle(r, shuffle) if shuffle > 1 else r
     out = a.new_empty(a.shape[0], c_out // shuffle**2, h_out * shuffle, w_out * shuffle)
     for r0 in range(0, h_out, rows):
         r1 = min(r0 + rows, h_out)
-        band = conv(a[..., r0 * stride:(r1 - 1) * stride + k, :])
+        band = conv(r0, r1)
         out[..., r0 * shuffle:r1 * shuffle, :] = F.pixel_shuffle(band, shuffle) if shuffle > 1 else band
     return out
 
