@@ -7,7 +7,9 @@ model and warms up before the clock starts; model loading is reported apart.
 Test images are mosaics of the benchmark folder's photographs (or of
 ``examples/sample.png``) at 768x512 and 2, 6, 12 and 24 megapixels. CompressAI's
 mbt2018-mean at the same width (N=128, random weights: its speed does not
-depend on training) is timed on the 768x512 image in the same way.
+depend on training) is timed on the 768x512 image in the same way. At 768x512 each
+worker also counts the multiply-accumulates of one more run (PyTorch's
+``FlopCounterMode``), which tells apart how much work a codec does from how fast it does it.
 """
 from __future__ import annotations
 
@@ -51,15 +53,25 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def worker(kind: str, src: str, dst: str, repeats: int, quality: float) -> dict:
-    """Runs in its own process: time ``repeats`` encodes or decodes of ``src``; write the last to ``dst``."""
+def _gmac(run) -> float:
+    """Multiply-accumulates (billions) of the convolutions and matrix products in ``run()``."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        run()
+    return counter.get_total_flops() / 2e9
+
+
+def worker(kind: str, src: str, dst: str, repeats: int, quality: float, count: bool = False) -> dict:
+    """Runs in its own process: time ``repeats`` encodes or decodes of ``src``; write the last to ``dst``.
+
+    With ``count``, one more run (untimed) counts the multiply-accumulates."""
     import torch
     from . import api
     from .imageio import image_bytes
     from .timing import phase, record
     t0 = time.perf_counter()
     if kind.startswith("mbt"):
-        return _mbt_worker(kind, src, repeats, t0)
+        return _mbt_worker(kind, src, repeats, t0, count)
     from .zoo import default_model_id, load_model
     load_model(default_model_id(), "cpu")
     api.decode(api.encode(np.zeros((64, 64, 3), np.uint8), quality=quality))  # warm-up
@@ -78,11 +90,15 @@ def worker(kind: str, src: str, dst: str, repeats: int, quality: float) -> dict:
             times.append(time.perf_counter() - t)
         phases = dict(totals)  # of the last repeat
     Path(dst).write_bytes(out)
-    return {"times": times, "phases": phases, "load_s": load_s, "peak_rss_mb": _peak_rss_mb(),
-            "threads": torch.get_num_threads()}
+    result = {"times": times, "phases": phases, "load_s": load_s, "peak_rss_mb": _peak_rss_mb(),
+              "threads": torch.get_num_threads()}
+    if count:
+        result["gmac"] = _gmac(lambda: api.encode(raw, quality=quality) if kind == "encode"
+                               else api.decode(raw, fast=kind == "decode-fast"))
+    return result
 
 
-def _mbt_worker(kind: str, src: str, repeats: int, t0: float) -> dict:
+def _mbt_worker(kind: str, src: str, repeats: int, t0: float, count: bool) -> dict:
     import torch
     from compressai.zoo import mbt2018_mean
     net = mbt2018_mean(quality=3, pretrained=False).eval()  # N=128, M=192
@@ -101,13 +117,17 @@ def _mbt_worker(kind: str, src: str, repeats: int, t0: float) -> dict:
             else:
                 net.decompress(enc["strings"], enc["shape"])
             times.append(time.perf_counter() - t)
-    return {"times": times, "phases": {}, "load_s": load_s, "peak_rss_mb": _peak_rss_mb(),
-            "threads": torch.get_num_threads()}
+        gmac = _gmac(lambda: net.compress(x) if kind == "mbt-encode"
+                     else net.decompress(enc["strings"], enc["shape"])) if count else None
+    result = {"times": times, "phases": {}, "load_s": load_s, "peak_rss_mb": _peak_rss_mb(),
+              "threads": torch.get_num_threads()}
+    return result if gmac is None else {**result, "gmac": gmac}
 
 
-def _measure(kind: str, src: Path, dst: Path, repeats: int, quality: float) -> dict:
+def _measure(kind: str, src: Path, dst: Path, repeats: int, quality: float, count: bool = False) -> dict:
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "anfcodec.speed", kind, str(src), str(dst), str(repeats), str(quality)],
+    r = subprocess.run([sys.executable, "-m", "anfcodec.speed", kind, str(src), str(dst), str(repeats), str(quality),
+                        "count" if count else "time"],
                        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if r.returncode:
         raise RuntimeError(f"{kind} {src.name} failed: {r.stderr.strip().splitlines()[-1:]}")
@@ -126,15 +146,16 @@ def run(sources: list[Path], quality: float = 4, repeats: int = 5, sizes=SIZES) 
             png, anf, rec = tmp / f"{w}x{h}.png", tmp / f"{w}x{h}.anf", tmp / f"{w}x{h}.dec.png"
             mosaic(sources, w, h).save(png)
             n = repeats if w * h <= 768 * 512 else 1
-            enc = _measure("encode", png, anf, n, quality)
+            first = not rows
+            enc = _measure("encode", png, anf, n, quality, count=first)
             bar.update(1)
-            dec = _measure("decode", anf, rec, n, quality)
+            dec = _measure("decode", anf, rec, n, quality, count=first)
             bar.update(1)
             rows.append({"size": name, "width": w, "height": h, "megapixels": w * h / 1e6, "repeats": n,
                          "encode": enc, "decode": dec, "bytes": anf.stat().st_size})
         png = tmp / "768x512.png"
-        fast = _measure("decode-fast", tmp / "768x512.anf", tmp / "fast.png", repeats, quality)
-        mbt = {k: _measure(f"mbt-{k}", png, tmp / "unused", repeats, quality) for k in ("encode", "decode")}
+        fast = _measure("decode-fast", tmp / "768x512.anf", tmp / "fast.png", repeats, quality, count=True)
+        mbt = {k: _measure(f"mbt-{k}", png, tmp / "unused", repeats, quality, count=True) for k in ("encode", "decode")}
         bar.update(2)
         bar.close()
     return {"quality": quality, "rows": rows, "decode_fast": fast, "mbt2018_mean": mbt, "cpu_count": os.cpu_count()}
@@ -160,16 +181,26 @@ def markdown(result: dict) -> str:
                      f"{e['peak_rss_mb']:.0f} / {d['peak_rss_mb']:.0f} | {split(e)} | {split(d)} |")
     mbt = result["mbt2018_mean"]
     first = result["rows"][0]
-    lines += ["", "| 768x512, same process conditions | encode s | decode s |", "|---|---|---|",
-              f"| anfcodec | {med(first['encode']):.2f} | {med(first['decode']):.2f} |",
+    enc, dec, fast = first["encode"], first["decode"], result["decode_fast"]
+
+    def gmac(m):
+        return f"{m['gmac']:.1f}" if "gmac" in m else ""
+
+    def ratio(a, b, key):
+        return f"{a[key] / b[key]:.2f}" if key in a and key in b else ""
+    lines += ["", "| 768x512, same process conditions | encode s | decode s | encode GMAC | decode GMAC |",
+              "|---|---|---|---|---|",
+              f"| anfcodec | {med(enc):.2f} | {med(dec):.2f} | {gmac(enc)} | {gmac(dec)} |",
               f"| anfcodec decode --fast (float32 synthesis, not bit-exact across machines) | | "
-              f"{med(result['decode_fast']):.2f} |",
-              f"| CompressAI mbt2018-mean (N=128, M=192) | {med(mbt['encode']):.2f} | {med(mbt['decode']):.2f} |",
-              f"| ratio anfcodec / mbt2018-mean | {med(first['encode']) / med(mbt['encode']):.2f} | "
-              f"{med(first['decode']) / med(mbt['decode']):.2f} |"]
+              f"{med(fast):.2f} | | {gmac(fast)} |",
+              f"| CompressAI mbt2018-mean (N=128, M=192) | {med(mbt['encode']):.2f} | {med(mbt['decode']):.2f} | "
+              f"{gmac(mbt['encode'])} | {gmac(mbt['decode'])} |",
+              f"| ratio anfcodec / mbt2018-mean | {med(enc) / med(mbt['encode']):.2f} | "
+              f"{med(dec) / med(mbt['decode']):.2f} | {ratio(enc, mbt['encode'], 'gmac')} | "
+              f"{ratio(dec, mbt['decode'], 'gmac')} |"]
     return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
-    kind, src, dst, repeats, quality = sys.argv[1:6]
-    print(json.dumps(worker(kind, src, dst, int(repeats), float(quality))))
+    kind, src, dst, repeats, quality, mode = sys.argv[1:7]
+    print(json.dumps(worker(kind, src, dst, int(repeats), float(quality), count=mode == "count")))
