@@ -9,7 +9,7 @@ Test images are mosaics of the benchmark folder's photographs (or of
 mbt2018-mean at the same width (N=128, random weights: its speed does not
 depend on training) is timed on the 768x512 image in the same way. At 768x512 each
 worker also counts the multiply-accumulates of one more run (PyTorch's
-``FlopCounterMode``), which tells apart how much work a codec does from how fast it does it.
+FLOP formulas), which tells apart how much work a codec does from how fast it does it.
 """
 from __future__ import annotations
 
@@ -54,11 +54,38 @@ def _peak_rss_mb() -> float:
 
 
 def _gmac(run) -> float:
-    """Multiply-accumulates (billions) of the convolutions and matrix products in ``run()``."""
-    from torch.utils.flop_counter import FlopCounterMode
-    with FlopCounterMode(display=False) as counter:
+    """Multiply-accumulates (billions) of the convolutions and matrix products in ``run()``.
+
+    Counted by wrapping ``F.conv2d``, ``F.conv_transpose2d`` and ``torch.matmul`` for the
+    duration of the run (this worker process only): PyTorch's dispatch-mode counters see
+    nothing under ``inference_mode``, and its profiler skips transposed convolutions. A
+    convolution costs (C_in / groups) * k^2 per output sample; a transposed one C_out * k^2
+    per input sample (zero taps included: that is work done).
+    """
+    import torch
+    import torch.nn.functional as F
+    total = [0]
+    conv2d, conv_t, matmul = F.conv2d, F.conv_transpose2d, torch.matmul
+
+    def count_conv(x, w, *args, **kwargs):
+        out = conv2d(x, w, *args, **kwargs)
+        total[0] += out.numel() * w[0].numel()
+        return out
+
+    def count_conv_t(x, w, *args, **kwargs):
+        total[0] += x.numel() * w[0].numel()
+        return conv_t(x, w, *args, **kwargs)
+
+    def count_matmul(a, b, *args, **kwargs):
+        out = matmul(a, b, *args, **kwargs)
+        total[0] += out.numel() * a.shape[-1]
+        return out
+    F.conv2d, F.conv_transpose2d, torch.matmul = count_conv, count_conv_t, count_matmul
+    try:
         run()
-    return counter.get_total_flops() / 2e9
+    finally:
+        F.conv2d, F.conv_transpose2d, torch.matmul = conv2d, conv_t, matmul
+    return total[0] / 1e9
 
 
 def worker(kind: str, src: str, dst: str, repeats: int, quality: float, count: bool = False) -> dict:
