@@ -196,17 +196,22 @@ class ExactSequential:
             w = w.to(a.device)
             b = None if b is None else b.to(a.device)
             if kind in ("gdn", "igdn"):
-                # norm = beta + gamma * x^2, with x^2 requantized to the activation grid first.
-                if a.numel() and torch.linalg.vector_norm(a, float("inf")).item() >= 2.0**26:
+                # norm = beta + gamma * x^2, with x^2 requantized to the activation grid first. The
+                # 1x1 convolution has no spatial reach, so it runs in bands of rows, in place: one
+                # full-size activation alive instead of three (x, x^2 and the norm).
+                a_max = torch.linalg.vector_norm(a, float("inf")).item() if a.numel() else 0.0
+                if a_max >= 2.0**26:
                     raise ExactnessError("fixed-point GDN input would exceed 2^26")
-                sq = (a * a).mul_(2.0**-A).round_()
-                _check(sq, fan, bias_max)
-                norm = strip_conv(sq, w, b).mul_(2.0 ** -(A + W)).sqrt_()
-                del sq
-                if owned:  # in place: full-resolution float64 activations are 268 MB per 1024-pixel tile
-                    a = (a.mul_(norm) if kind == "igdn" else a.div_(norm)).round_()
-                else:
-                    a = (a * norm if kind == "igdn" else a / norm).round_()
+                if round(a_max * a_max * 2.0**-A) * fan + bias_max >= _EXACT_LIMIT:  # = max of x^2 below
+                    raise ExactnessError("fixed-point convolution would exceed 2^52")
+                if not owned:
+                    a, owned = a.clone(), True
+                rows = max(1, STRIP_BYTES // (8 * a.shape[0] * a.shape[1] * max(a.shape[-1], 1)))
+                for r0 in range(0, a.shape[-2], rows):
+                    band = a[..., r0:r0 + rows, :]
+                    sq = (band * band).mul_(2.0**-A).round_()
+                    norm = F.conv2d(sq, w, b).mul_(2.0 ** -(A + W)).sqrt_()
+                    (band.mul_(norm) if kind == "igdn" else band.div_(norm)).round_()
                 continue
             _check(a, fan, bias_max)
             if kind == "conv":
