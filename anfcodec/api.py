@@ -42,7 +42,7 @@ def check_quality(quality: float) -> float:
 
 def encode(image, quality: float = 3, model_id: str | None = None, device: str | None = None,
            max_pixels: int = DEFAULT_MAX_PIXELS, strip: bool = False, refine: float | None = None,
-           max_error: int | None = None) -> bytes:
+           max_error: int | None = None, tile: int | None = None) -> bytes:
     """Compress an image (path, bytes, PIL image or uint8 array) into .anf bytes.
 
     ``strip`` drops the ICC profile and EXIF, which are otherwise carried.
@@ -50,21 +50,25 @@ def encode(image, quality: float = 3, model_id: str | None = None, device: str |
     fractional); each costs about one decode. None picks the model's default for the quality.
     ``max_error`` adds the near-lossless layer: every sample decodes within this many
     levels of the input (0 = lossless); ``quality`` then sets the lossy base layer.
+    ``tile`` codes the image as independent tiles of at most this many pixels a side (a
+    multiple of 64); None picks by size (see ``tile_size``).
     """
     quality = check_quality(quality)
     pic, model = _prepare(image, model_id, device, max_pixels, strip)
     steps = model.default_refine(quality) if refine is None else refine
+    h, w = pic.rgb.shape[:2]
+    tile_wh = tile_size(w, h, tile)
     syms = []
-    for box in tile_boxes(pic):
+    for box in fmt.tile_grid(w, h, tile_wh):
         x = _tensor(pic.rgb, box, model)
         with phase("model"):
             syms.append(model.compress(x, quality, steps))
     extra = []
     if max_error is not None:
-        lossy = _reconstruct(model, syms, quality, pic)
+        lossy = _reconstruct(model, syms, quality, pic, tile_wh)
         extra.append((fmt.RESIDUAL_CHUNK, residual.encode(_planes(pic.rgb, pic.mode), _planes(lossy, pic.mode),
                                                           max_error).pack()))
-    return _pack(pic, model, quality, syms, extra)
+    return _pack(pic, model, quality, syms, extra, tile_wh)
 
 
 def _planes(rgb: np.ndarray, mode: str) -> np.ndarray:
@@ -87,7 +91,8 @@ def encode_to_target(image, target_bpp: float | None = None, max_bytes: int | No
         raise ValueError("give exactly one of target_bpp, max_bytes, target_psnr")
     pic, model = _prepare(image, model_id, device, max_pixels, strip)
     h, w = pic.rgb.shape[:2]
-    boxes = tile_boxes(pic)
+    tile_wh = tile_size(w, h)
+    boxes = fmt.tile_grid(w, h, tile_wh)
     tiles = [_tensor(pic.rgb, box, model) for box in boxes] if len(boxes) == 1 else None
     z2s = [model.analyze(t) for t in tiles] if tiles else [model.analyze(_tensor(pic.rgb, b, model)) for b in boxes]
     trials = {}
@@ -100,8 +105,8 @@ def encode_to_target(image, target_bpp: float | None = None, max_bytes: int | No
             for i, (box, z2) in enumerate(zip(boxes, z2s)):
                 x = tiles[i] if tiles else (_tensor(pic.rgb, box, model) if steps else None)
                 syms.append(model.quantize(model.refine(x, z2, q, steps) if steps else z2, q))
-            data = _pack(pic, model, q, syms)
-            p = psnr(pic.rgb, _reconstruct(model, syms, q, pic)) if target_psnr is not None else None
+            data = _pack(pic, model, q, syms, None, tile_wh)
+            p = psnr(pic.rgb, _reconstruct(model, syms, q, pic, tile_wh)) if target_psnr is not None else None
             trials[k] = (data, p)
         return len(trials[k][0]), trials[k][1]
 
@@ -112,30 +117,35 @@ def encode_to_target(image, target_bpp: float | None = None, max_bytes: int | No
     return data, report
 
 
-# Images above this many pixels are coded as independent tiles of TILE x TILE, which bounds
-# memory (whole-image coding needs about 1 GB + 0.55 GB per megapixel on the CPU).
-TILE = 1024
-TILE_FROM_PIXELS = 1536 * 1024
+# Images above this many pixels are coded as independent tiles of at most TILE x TILE, which
+# bounds memory: the fixed-point decoder peaks at about 1.0 GB + 1.0 GB per megapixel of tile
+# (1.98 GB for its four networks on a 1024x1024 tile, 1.57 GB on 768x704), so at most 768 a
+# side keeps every size under 2 GB. Tiling costs about 1% of rate at equal PSNR on Kodak
+# images cut into four (docs/RESULTS.md, "Speed and memory").
+TILE = 768
+TILE_FROM_PIXELS = TILE * TILE
 
 
-def tile_size(width: int, height: int) -> tuple[int, int] | None:
+def tile_size(width: int, height: int, tile: int | None = None) -> tuple[int, int] | None:
     """(tile width, tile height) for an image, or None when it is coded whole.
 
-    The fewest tiles of at most TILE pixels a side, made equal (rounded up to the padding
-    multiple, 64) so that no thin strip at the edge is padded to a whole block row.
+    The fewest tiles of at most ``tile`` (default TILE, from TILE_FROM_PIXELS pixels on)
+    pixels a side, made equal (rounded up to the padding multiple, 64) so that no thin
+    strip at the edge is padded to a whole block row.
     """
-    if width * height <= TILE_FROM_PIXELS:
+    if tile is None:
+        if width * height <= TILE_FROM_PIXELS:
+            return None
+        tile = TILE
+    if tile < 64 or tile % 64:
+        raise ValueError(f"tile must be a positive multiple of 64, got {tile}")
+    if width <= tile and height <= tile:
         return None
 
     def side(n: int) -> int:
-        per = -(-n // -(-n // TILE))
+        per = -(-n // -(-n // tile))
         return -(-per // 64) * 64
     return side(width), side(height)
-
-
-def tile_boxes(pic) -> list[tuple[int, int, int, int]]:
-    h, w = pic.rgb.shape[:2]
-    return fmt.tile_grid(w, h, tile_size(w, h))
 
 
 def _prepare(image, model_id, device, max_pixels, strip):
@@ -155,21 +165,21 @@ def _tensor(rgb: np.ndarray, box: tuple[int, int, int, int], model) -> torch.Ten
         return pad_edge(x, model.pad_multiple).contiguous(memory_format=torch.channels_last)
 
 
-def _reconstruct(model, syms: list, quality: float, pic) -> np.ndarray:
+def _reconstruct(model, syms: list, quality: float, pic, tile_wh: tuple[int, int] | None) -> np.ndarray:
     """The decoder's 8-bit RGB image from the encoder's per-tile symbols."""
     h, w = pic.rgb.shape[:2]
     out = np.empty((h, w, 3), dtype=np.uint8)
-    for (x0, y0, x1, y1), sym in zip(fmt.tile_grid(w, h, tile_size(w, h)), syms, strict=True):
+    for (x0, y0, x1, y1), sym in zip(fmt.tile_grid(w, h, tile_wh), syms, strict=True):
         out[y0:y1, x0:x1] = _to_rgb8(model.decompress(sym, quality), x1 - x0, y1 - y0)
     return out
 
 
-def _pack(pic, model, quality: float, syms: list, extra: list | None = None) -> bytes:
+def _pack(pic, model, quality: float, syms: list, extra: list | None, tile_wh: tuple[int, int] | None) -> bytes:
     h, w = pic.rgb.shape[:2]
     header = fmt.Header(model.model_id, model.weights_hash, quality, w, h, pic.mode, model.pad_multiple)
     chunks = []
-    if tile_size(w, h) is not None:
-        chunks.append((fmt.TILE_CHUNK, fmt.pack_tile_size(*tile_size(w, h))))
+    if tile_wh is not None:
+        chunks.append((fmt.TILE_CHUNK, fmt.pack_tile_size(*tile_wh)))
     with phase("entropy"):
         for sym in syms:
             chunks += symbols_to_chunks(model, sym)

@@ -16,10 +16,26 @@ def tiny_tiles(monkeypatch):
 
 def test_tile_size_policy():
     assert api.tile_size(768, 512) is None                  # Kodak size: coded whole
-    assert api.tile_size(6000, 4000) == (1024, 1024)        # 6 x 4 tiles
-    assert api.tile_size(1600, 1100) == (832, 576)          # equal tiles, no thin edge strip
-    boxes = fmt.tile_grid(1600, 1100, (832, 576))
-    assert len(boxes) == 4 and boxes[-1] == (832, 576, 1600, 1100)
+    assert api.tile_size(768, 768) is None                  # up to one whole tile
+    assert api.tile_size(6000, 4000) == (768, 704)          # 8 x 6 tiles
+    assert api.tile_size(1600, 1100) == (576, 576)          # equal tiles, no thin edge strip
+    boxes = fmt.tile_grid(1600, 1100, (576, 576))
+    assert len(boxes) == 6 and boxes[-1] == (1152, 576, 1600, 1100)
+
+
+def test_tile_size_on_request():
+    assert api.tile_size(768, 512, 384) == (384, 256)       # Kodak size in four
+    assert api.tile_size(300, 200, 384) is None             # smaller than one tile: whole
+    for bad in (0, 100, 63):
+        with pytest.raises(ValueError, match="multiple of 64"):
+            api.tile_size(768, 512, bad)
+
+
+def test_requested_tiles_round_trip(small_image):
+    data = anfcodec.encode(small_image, quality=3, tile=64)
+    assert fmt.describe(data)["tiles"]["count"] == 4
+    out = np.asarray(anfcodec.decode(data))
+    assert out.shape == np.asarray(small_image).shape and psnr(np.asarray(small_image), out) > 25
 
 
 def test_tiled_round_trip(tiny_tiles, small_image, model):
