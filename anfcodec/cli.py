@@ -381,6 +381,9 @@ def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, i
               help="Instead of RD curves: near-lossless and lossless against JPEG XL, AVIF, WebP and PNG.")
 @click.option("--speed", is_flag=True,
               help="Instead of RD curves: time and peak memory from 768x512 to 24 MP, against mbt2018-mean.")
+@click.option("--tiling", type=click.IntRange(64), default=None, metavar="PX",
+              help="Instead of RD curves: coding as tiles of at most PX pixels a side against whole-image coding, "
+                   "at the first quality, as extra rate at equal PSNR (OUT/tiling.*).")
 @click.option("--max-mp", type=click.FloatRange(min=0, min_open=True), default=None, metavar="MP",
               help="With --speed: skip image sizes above MP megapixels (a quick run).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first LIMIT images.")
@@ -389,7 +392,7 @@ def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, i
               help="Also show an earlier run's anfcodec curve and the BD-rate against it, overall and per image "
                    "(e.g. an ablation's other arm). Repeatable.")
 def bench(folder, out, qualities, classical, reuse_classical, classical_from, anchors, generations, high_rate, speed,
-          max_mp, limit, model_id, compare):
+          tiling, max_mp, limit, model_id, compare):
     """Measure RD curves, BD-rates and timings on a folder of PNG images.
 
     \b
@@ -397,11 +400,14 @@ def bench(folder, out, qualities, classical, reuse_classical, classical_from, an
     N times, PSNR against the original after each generation, written to
     OUT/generations.json and OUT/generations.md. With --high-rate it measures
     the near-lossless end against JPEG XL, AVIF, WebP and PNG (OUT/highrate.*);
-    with --speed, time and memory per image size (OUT/speed.*, at the first quality).
+    with --speed, time and memory per image size (OUT/speed.*, at the first quality);
+    with --tiling PX, the cost of coding as tiles (OUT/tiling.*, at the first quality).
     """
     qs = [float(q) for q in qualities.split(",") if q.strip()]
-    if generations or high_rate or speed:
-        from . import generations as gen, highrate, speed as speed_bench
+    if tiling is not None and tiling % 64:
+        raise click.BadParameter("must be a multiple of 64", param_hint="--tiling")
+    if generations or high_rate or speed or tiling:
+        from . import generations as gen, highrate, speed as speed_bench, tilecost
         images = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")[:limit]
         if not images:
             raise click.ClickException(f"no PNG images in {folder}")
@@ -409,6 +415,8 @@ def bench(folder, out, qualities, classical, reuse_classical, classical_from, an
             module, name, result = gen, "generations", gen.run(images, qs, generations)
         elif high_rate:
             module, name, result = highrate, "highrate", highrate.run(images)
+        elif tiling:
+            module, name, result = tilecost, "tiling", tilecost.run(images, qs[0], tiling)
         else:
             sizes = [s for s in speed_bench.SIZES if max_mp is None or s[1] * s[2] <= max_mp * 1e6]
             module, name, result = speed_bench, "speed", speed_bench.run(images, qs[0], sizes=sizes)
