@@ -57,7 +57,10 @@ def open_image(source, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
             raise ImageError(f"cannot read image: {e}") from None
     if img.width * img.height > max_pixels:
         raise ImageError(f"image is {img.width}x{img.height}, above the limit of {max_pixels} pixels")
-    return ImageOps.exif_transpose(img)  # pixels as the camera meant them to be seen
+    if img is source:  # the caller's image: leave it as it is
+        return ImageOps.exif_transpose(img)  # pixels as the camera meant them to be seen
+    ImageOps.exif_transpose(img, in_place=True)  # our own copy: no second full-size image (24 MP: 92 MB)
+    return img
 
 
 @dataclass
@@ -95,7 +98,7 @@ def split_image(img: Image.Image, keep_metadata: bool = True) -> Picture:
     if mode not in ("RGB", "L", "RGBA", "LA"):
         raise ImageError(f"unsupported image mode {mode}")
     alpha = np.asarray(img.getchannel("A")).copy() if mode in ("RGBA", "LA") else None
-    rgb = np.asarray(img.convert("RGB"))
+    rgb = np.asarray(img if mode == "RGB" else img.convert("RGB"))  # convert() would copy even an RGB image
     if not keep_metadata:
         icc = exif = None
     return Picture(rgb, mode, alpha, icc, exif)
