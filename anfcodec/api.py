@@ -118,11 +118,12 @@ def encode_to_target(image, target_bpp: float | None = None, max_bytes: int | No
 
 
 # Images above this many pixels are coded as independent tiles of at most TILE x TILE, which
-# bounds memory: the fixed-point decoder peaks at about 1.0 GB + 1.0 GB per megapixel of tile
-# (1.98 GB for its four networks on a 1024x1024 tile, 1.57 GB on 768x704), so at most 768 a
-# side keeps every size under 2 GB. Tiling costs about 1% of rate at equal PSNR on Kodak
-# images cut into four (docs/RESULTS.md, "Speed and memory").
-TILE = 768
+# bounds memory: the fixed-point decoder's networks peak at about 1.0 GB + 1.0 GB per
+# megapixel of tile (1.98 GB on a 1024x1024 tile, 1.53 GB on 640x640), so at most 640 a side
+# keeps the whole decode of any size under 2 GB with a margin; Kodak images (768x512) stay
+# whole. Tiling a Kodak image into four costs about 2% of rate at equal PSNR, larger tiles less
+# (docs/RESULTS.md, "Speed and memory").
+TILE = 640
 TILE_FROM_PIXELS = TILE * TILE
 
 

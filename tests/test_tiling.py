@@ -16,8 +16,9 @@ def tiny_tiles(monkeypatch):
 
 def test_tile_size_policy():
     assert api.tile_size(768, 512) is None                  # Kodak size: coded whole
-    assert api.tile_size(768, 768) is None                  # up to one whole tile
-    assert api.tile_size(6000, 4000) == (768, 704)          # 8 x 6 tiles
+    assert api.tile_size(640, 640) is None                  # up to one whole tile
+    assert api.tile_size(768, 768) == (384, 384)
+    assert api.tile_size(6000, 4000) == (640, 576)          # 10 x 7 tiles
     assert api.tile_size(1600, 1100) == (576, 576)          # equal tiles, no thin edge strip
     boxes = fmt.tile_grid(1600, 1100, (576, 576))
     assert len(boxes) == 6 and boxes[-1] == (1152, 576, 1600, 1100)
