@@ -58,17 +58,25 @@ def encode(image, quality: float = 3, model_id: str | None = None, device: str |
     steps = model.default_refine(quality) if refine is None else refine
     h, w = pic.rgb.shape[:2]
     tile_wh = tile_size(w, h, tile)
-    syms = []
+    # Each tile goes to its chunks (and, for the near-lossless layer, its decoded pixels) before
+    # the next starts: the symbols of every tile at once would grow with the image (24 MP: ~0.4 GB).
+    streams = []
+    lossy = np.empty_like(pic.rgb) if max_error is not None else None
     for box in fmt.tile_grid(w, h, tile_wh):
         x = _tensor(pic.rgb, box, model)
         with phase("model"):
-            syms.append(model.compress(x, quality, steps))
+            sym = model.compress(x, quality, steps)
+        with phase("entropy"):
+            streams.append(symbols_to_chunks(model, sym))
+        if lossy is not None:
+            x0, y0, x1, y1 = box
+            lossy[y0:y1, x0:x1] = _to_rgb8(model.decompress(sym, quality), x1 - x0, y1 - y0)
+        del x, sym
     extra = []
-    if max_error is not None:
-        lossy = _reconstruct(model, syms, quality, pic, tile_wh)
+    if lossy is not None:
         extra.append((fmt.RESIDUAL_CHUNK, residual.encode(_planes(pic.rgb, pic.mode), _planes(lossy, pic.mode),
                                                           max_error).pack()))
-    return _pack(pic, model, quality, syms, extra, tile_wh)
+    return _pack(pic, model, quality, streams, extra, tile_wh)
 
 
 def _planes(rgb: np.ndarray, mode: str) -> np.ndarray:
@@ -105,7 +113,9 @@ def encode_to_target(image, target_bpp: float | None = None, max_bytes: int | No
             for i, (box, z2) in enumerate(zip(boxes, z2s)):
                 x = tiles[i] if tiles else (_tensor(pic.rgb, box, model) if steps else None)
                 syms.append(model.quantize(model.refine(x, z2, q, steps) if steps else z2, q))
-            data = _pack(pic, model, q, syms, None, tile_wh)
+            with phase("entropy"):
+                streams = [symbols_to_chunks(model, sym) for sym in syms]
+            data = _pack(pic, model, q, streams, None, tile_wh)
             p = psnr(pic.rgb, _reconstruct(model, syms, q, pic, tile_wh)) if target_psnr is not None else None
             trials[k] = (data, p)
         return len(trials[k][0]), trials[k][1]
@@ -175,15 +185,15 @@ def _reconstruct(model, syms: list, quality: float, pic, tile_wh: tuple[int, int
     return out
 
 
-def _pack(pic, model, quality: float, syms: list, extra: list | None, tile_wh: tuple[int, int] | None) -> bytes:
+def _pack(pic, model, quality: float, streams: list, extra: list | None, tile_wh: tuple[int, int] | None) -> bytes:
+    """The container: header, tile size, each tile's chunks (``streams``), then ``extra`` and metadata."""
     h, w = pic.rgb.shape[:2]
     header = fmt.Header(model.model_id, model.weights_hash, quality, w, h, pic.mode, model.pad_multiple)
     chunks = []
     if tile_wh is not None:
         chunks.append((fmt.TILE_CHUNK, fmt.pack_tile_size(*tile_wh)))
-    with phase("entropy"):
-        for sym in syms:
-            chunks += symbols_to_chunks(model, sym)
+    for tile_chunks in streams:
+        chunks += tile_chunks
     chunks += extra or []
     if pic.alpha is not None:
         chunks.append((fmt.ALPHA_CHUNK, encode_plane(pic.alpha)))
