@@ -59,3 +59,12 @@ def test_ms_anfic_grows_from_single_scale_weights(tmp_path):
             assert torch.equal(p, q), name
         else:  # the widened conditional-hyperprior inputs: old weights, zeros for the coarse context
             assert torch.equal(q[:, : p.shape[1]], p) and not q[:, p.shape[1]:].any(), name
+
+
+def test_a_previous_release_used_as_init_keeps_its_own_record():
+    # Pinning an older release (the MS ablation's base) must continue its step count, not restart at 0.
+    from anfcodec.training.train import _shipped_entry
+    from anfcodec.zoo import WEIGHTS_DIR, manifest
+    for entry in [*manifest()["models"].values(), *manifest().get("previous", [])]:
+        assert _shipped_entry(WEIGHTS_DIR / entry["file"])["sha256"] == entry["sha256"]
+    assert _shipped_entry(WEIGHTS_DIR / "no-such-file.pt") == {}

@@ -148,11 +148,13 @@ def _param_groups(model):
 
 
 def _shipped_entry(weights: Path) -> dict:
-    """The manifest entry of shipped weights, or {} for a loose weights file."""
+    """The manifest entry of shipped weights, a current or a previous release, or {} for a loose file."""
     try:
-        return next(e for e in manifest(weights.parent)["models"].values() if e["file"] == weights.name)
-    except (ModelNotFound, StopIteration):
+        man = manifest(weights.parent)
+    except ModelNotFound:
         return {}
+    entries = [*man["models"].values(), *man.get("previous", [])]
+    return next((e for e in entries if e["file"] == weights.name), {})
 
 
 def _shipped_counters(entry: dict) -> dict:
