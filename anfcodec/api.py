@@ -69,8 +69,7 @@ def encode(image, quality: float = 3, model_id: str | None = None, device: str |
         with phase("entropy"):
             streams.append(symbols_to_chunks(model, sym))
         if lossy is not None:
-            x0, y0, x1, y1 = box
-            lossy[y0:y1, x0:x1] = _to_rgb8(model.decompress(sym, quality), x1 - x0, y1 - y0)
+            _decode_tile(model, sym, quality, box, lossy)
         del x, sym
     extra = []
     if lossy is not None:
@@ -180,9 +179,15 @@ def _reconstruct(model, syms: list, quality: float, pic, tile_wh: tuple[int, int
     """The decoder's 8-bit RGB image from the encoder's per-tile symbols."""
     h, w = pic.rgb.shape[:2]
     out = np.empty((h, w, 3), dtype=np.uint8)
-    for (x0, y0, x1, y1), sym in zip(fmt.tile_grid(w, h, tile_wh), syms, strict=True):
-        out[y0:y1, x0:x1] = _to_rgb8(model.decompress(sym, quality), x1 - x0, y1 - y0)
+    for box, sym in zip(fmt.tile_grid(w, h, tile_wh), syms, strict=True):
+        _decode_tile(model, sym, quality, box, out)
     return out
+
+
+def _decode_tile(model, sym, quality: float, box: tuple[int, int, int, int], out: np.ndarray) -> None:
+    """Write the decoder's 8-bit pixels of one tile's symbols into ``out`` at ``box``."""
+    x0, y0, x1, y1 = box
+    out[y0:y1, x0:x1] = _to_rgb8(model.decompress(sym, quality), x1 - x0, y1 - y0)
 
 
 def _pack(pic, model, quality: float, streams: list, extra: list | None, tile_wh: tuple[int, int] | None) -> bytes:
