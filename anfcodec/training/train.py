@@ -266,6 +266,14 @@ def train(opts: TrainOptions) -> Path:
     acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "x2": 0.0, "fine": 0.0, "n": 0}
     bar = tqdm(desc="train", unit="step", initial=counters["step"], dynamic_ncols=True)
     first_step = counters["step"]
+    if opts.max_steps is not None:
+        # An equal-step schedule survives interruptions: a resumed invocation toward the same end
+        # continues the cosine where it stood instead of annealing again from --lr.
+        key = [opts.max_steps, opts.lr, opts.lr_final]
+        sched = counters.get("step_schedule")
+        if not sched or sched["key"] != key or sched["from"] > first_step:
+            sched = counters["step_schedule"] = {"key": key, "from": first_step}
+        first_step = sched["from"]
     while not stop["now"] and time.time() - t_start < opts.minutes * 60 and \
             (opts.max_steps is None or counters["step"] < opts.max_steps):
         step = counters["step"]
