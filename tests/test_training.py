@@ -36,6 +36,7 @@ def test_a_run_trains_stops_at_max_steps_and_resumes(tmp_path, arch):
     train(opts)
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert state["counters"]["step"] == 3 and state["config"]["arch"] == arch
+    assert state["counters"]["step_schedule"] == {"key": [3, opts.lr, 1e-5], "from": 0}
     # A checkpoint carried without its Adam moments (a transfer from an accelerator) resumes too.
     state["opt"]["state"] = {}
     torch.save(state, tmp_path / "run" / "last.pt")
@@ -43,8 +44,15 @@ def test_a_run_trains_stops_at_max_steps_and_resumes(tmp_path, arch):
     train(opts)
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert state["counters"]["step"] == 5
+    assert state["counters"]["step_schedule"]["from"] == 3  # a new end: a new schedule from here
+    opts.max_steps, opts.minutes = 7, 0.0  # an invocation cut short before its first step ...
+    train(opts)
+    opts.minutes = 60
+    train(opts)  # ... and its resumption continue one schedule toward step 7
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert state["counters"]["step"] == 7 and state["counters"]["step_schedule"]["from"] == 5
     log = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
-    assert sum('"val_loss"' in line for line in log) == 2  # a validation at the end of each invocation
+    assert sum('"val_loss"' in line for line in log) == 4  # a validation at the end of each invocation
 
 
 def test_ms_anfic_grows_from_single_scale_weights(tmp_path):
