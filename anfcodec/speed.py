@@ -8,8 +8,7 @@ Test images are mosaics of the benchmark folder's photographs (or of
 ``examples/sample.png``) at 768x512 and 2, 6, 12 and 24 megapixels. CompressAI's
 mbt2018-mean at the same width (N=128, random weights: its speed does not
 depend on training) is timed on the 768x512 image in the same way. At 768x512 each
-worker also counts the multiply-accumulates of one more run (PyTorch's
-FLOP formulas), which tells apart how much work a codec does from how fast it does it.
+worker also counts the multiply-accumulates of one more run (see ``_gmac``), which tells apart how much work a codec does from how fast it does it.
 """
 from __future__ import annotations
 
