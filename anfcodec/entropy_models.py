@@ -1,16 +1,62 @@
 """Entropy models: compressai's EntropyBottleneck and GaussianConditional, and the scale table.
 
-Imported here once, quietly: compressai decorates helpers with
-``torch.jit.script``, which recent PyTorch deprecates with a FutureWarning
-on every import that users should not have to see.
+compressai is imported here, once, for the few blocks anfcodec uses (also
+GDN and ``update_registered_buffers``), in two ways that spare every encode
+and decode:
+
+- its package ``__init__``s (``compressai`` and ``compressai.models``) import
+  every dataset, model and registry, and through them torch_geometric and
+  torch._dynamo: 2.0 s and 220 MB of a CLI call, for code anfcodec never runs.
+  They are deferred (``_DeferredPackage``): the submodules anfcodec needs load
+  alone, and the rest of compressai initialises the moment anyone reaches for
+  a name it has not loaded, so other code in the process sees all of it;
+- it decorates helpers with ``torch.jit.script``, which recent PyTorch
+  deprecates with a FutureWarning on every import that users should not see.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
+import types
 import warnings
 
 import torch
 
+
+class _DeferredPackage(types.ModuleType):
+    """A package whose own ``__init__`` runs on first access to a name it does not have yet.
+
+    Importing one of its submodules needs only ``__path__``, which it has.
+    """
+
+    def __getattr__(self, name: str):
+        if self.__dict__.get("_anfcodec_initialised"):
+            raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
+        self._anfcodec_initialised = True
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            self.__spec__.loader.exec_module(self)
+        return getattr(self, name)
+
+
+def _defer_package_init(name: str, **names) -> None:
+    """Register package ``name`` (not yet imported) without running its ``__init__``; ``names``
+    are set on it meanwhile (its ``__init__`` replaces them when it runs)."""
+    spec = importlib.util.find_spec(name)
+    module = _DeferredPackage(name)
+    module.__spec__, module.__loader__, module.__file__ = spec, spec.loader, spec.origin
+    module.__path__, module.__package__ = list(spec.submodule_search_locations), name
+    module.__dict__.update(names)
+    sys.modules[name] = module
+
+
+if "compressai" not in sys.modules:
+    # Constructing an entropy model asks the package for its default coder: the values compressai's
+    # __init__ gives these (its rANS coder, ``compressai.ans``, imported below).
+    _defer_package_init("compressai", get_entropy_coder=lambda: "ans", available_entropy_coders=lambda: ["ans"])
+    _defer_package_init("compressai.models")
+    import compressai.ans  # noqa: F401  (sets the package's ``ans``)
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
     from compressai.entropy_models import EntropyBottleneck, GaussianConditional
