@@ -190,8 +190,10 @@ class ExactSequential:
         A, W = self.act_bits, self.weight_bits
         owned = False  # never modify the caller's tensor
         for kind, w, b, layer, fan, bias_max in self.layers:
-            if kind == "leaky":
-                a = torch.where(a < 0, torch.round(a * w), a)
+            if kind == "leaky":  # in place: x * slope for x < 0 is one correctly rounded product, as ever
+                if not owned:
+                    a, owned = a.clone(), True
+                F.leaky_relu(a, w, inplace=True).round_()
                 continue
             w = w.to(a.device)
             b = None if b is None else b.to(a.device)
