@@ -5,7 +5,7 @@ BIN      = $(VENV)/bin
 DATA    ?= ../shared/data
 MINUTES ?= 60
 
-.PHONY: install demo test test-fast bench bench-generations bench-high-rate bench-speed train export clean fuzz determinism ablation-ms ablation-ms-long ablation-bench
+.PHONY: install demo test test-fast bench bench-generations bench-high-rate bench-speed bench-memory train export clean fuzz determinism ablation-ms ablation-ms-long ablation-bench
 
 $(BIN)/anfcodec: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -48,6 +48,9 @@ bench-high-rate: install  ## near-lossless/lossless on 3 Kodak images vs JPEG XL
 
 bench-speed: install  ## time and peak memory from 768x512 to 24 MP, vs mbt2018-mean -> docs/bench/speed.*
 	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --speed --qualities 4
+
+bench-memory: install  ## peak memory of untiled coding from 0.4 to 2.7 MP: where tiling must start -> docs/bench/memory.*
+	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --memory --qualities 4
 
 bench-generations: install  ## 10 re-encoding generations on 4 Kodak images vs JPEG/WebP -> docs/bench/generations.*
 	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --generations 10 --qualities 2,4,5,6,8 --limit 4

@@ -88,7 +88,7 @@ def _planes(rgb: np.ndarray, mode: str) -> np.ndarray:
 def encode_to_target(image, target_bpp: float | None = None, max_bytes: int | None = None,
                      target_psnr: float | None = None, model_id: str | None = None, device: str | None = None,
                      max_pixels: int = DEFAULT_MAX_PIXELS, strip: bool = False,
-                     refine: float | None = None) -> tuple[bytes, RateReport]:
+                     refine: float | None = None, tile: int | None = None) -> tuple[bytes, RateReport]:
     """Compress at the quality that meets one target: a rate (bpp), a size cap (bytes) or a PSNR (dB).
 
     Raises ``TargetError`` when ``max_bytes`` cannot be met; other targets that
@@ -98,7 +98,7 @@ def encode_to_target(image, target_bpp: float | None = None, max_bytes: int | No
         raise ValueError("give exactly one of target_bpp, max_bytes, target_psnr")
     pic, model = _prepare(image, model_id, device, max_pixels, strip)
     h, w = pic.rgb.shape[:2]
-    tile_wh = tile_size(w, h)
+    tile_wh = tile_size(w, h, tile)
     boxes = fmt.tile_grid(w, h, tile_wh)
     tiles = [_tensor(pic.rgb, box, model) for box in boxes] if len(boxes) == 1 else None
     z2s = [model.analyze(t) for t in tiles] if tiles else [model.analyze(_tensor(pic.rgb, b, model)) for b in boxes]
@@ -126,25 +126,25 @@ def encode_to_target(image, target_bpp: float | None = None, max_bytes: int | No
     return data, report
 
 
-# Images above this many pixels are coded as independent tiles of at most TILE x TILE, which
-# bounds memory: the fixed-point decoder's networks peak at about 1.0 GB + 1.0 GB per
-# megapixel of tile (1.98 GB on a 1024x1024 tile, 1.53 GB on 640x640), so at most 640 a side
-# keeps the whole decode of any size under 2 GB with a margin; Kodak images (768x512) stay
-# whole. Tiling a Kodak image into four costs about 2% of rate at equal PSNR, larger tiles less
-# (docs/RESULTS.md, "Speed and memory").
+# Memory follows the padded pixel count. `make bench-memory` measures the peak RSS of whole-image
+# (untiled) coding per size (docs/RESULTS.md, "Speed and memory"): decoding, the larger, stays under
+# 2 GB up to about 1.4 MP and exceeds it from about 1.5 MP. Images up to WHOLE_MAX_PIXELS (padded) are
+# coded whole, so tiling, which costs rate at the seams (about 2% for a Kodak image cut in four),
+# starts only where coding whole would exceed the bound. Larger images are cut into tiles of at
+# most TILE a side, which keeps the decode of 24 MP under 2 GB (`make bench-speed`).
 TILE = 640
-TILE_FROM_PIXELS = TILE * TILE
+WHOLE_MAX_PIXELS = 1_400_000
 
 
 def tile_size(width: int, height: int, tile: int | None = None) -> tuple[int, int] | None:
     """(tile width, tile height) for an image, or None when it is coded whole.
 
-    The fewest tiles of at most ``tile`` (default TILE, from TILE_FROM_PIXELS pixels on)
-    pixels a side, made equal (rounded up to the padding multiple, 64) so that no thin
-    strip at the edge is padded to a whole block row.
+    The fewest tiles of at most ``tile`` (default: TILE for images above WHOLE_MAX_PIXELS
+    padded pixels) pixels a side, made equal (rounded up to the padding multiple, 64) so that
+    no thin strip at the edge is padded to a whole block row.
     """
     if tile is None:
-        if width * height <= TILE_FROM_PIXELS:
+        if _pad64(width) * _pad64(height) <= WHOLE_MAX_PIXELS:
             return None
         tile = TILE
     if tile < 64 or tile % 64:
@@ -153,9 +153,12 @@ def tile_size(width: int, height: int, tile: int | None = None) -> tuple[int, in
         return None
 
     def side(n: int) -> int:
-        per = -(-n // -(-n // tile))
-        return -(-per // 64) * 64
+        return _pad64(-(-n // -(-n // tile)))
     return side(width), side(height)
+
+
+def _pad64(n: int) -> int:
+    return -(-n // 64) * 64
 
 
 def _prepare(image, model_id, device, max_pixels, strip):

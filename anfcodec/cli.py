@@ -103,9 +103,13 @@ def main():
 @click.option("--target-psnr", type=float, default=None,
               help="Pick the lowest quality that reaches this PSNR (dB) on the image.")
 @click.option("--strip", is_flag=True, help="Drop the ICC profile and EXIF instead of carrying them.")
+@click.option("--tile", type=click.IntRange(64), default=None, metavar="PX",
+              help="Code as independent tiles of at most PX pixels a side (a multiple of 64); an image that fits "
+                   "in one is coded whole [default: whole up to about 0.9 MP, above that tiles of 640, "
+                   "which keeps memory under 2 GB at any size].")
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUT if it exists.")
 def encode(inputs, output, out_dir, jobs, quality, max_error, lossless, refine, device, model_id, max_pixels, target_bpp,
-           max_bytes, target_psnr, strip, force):
+           max_bytes, target_psnr, strip, tile, force):
     """Compress the image IN (PNG, JPEG, TIFF, ...) into an .anf file.
 
     \b
@@ -135,9 +139,11 @@ def encode(inputs, output, out_dir, jobs, quality, max_error, lossless, refine, 
         raise click.UsageError("a rate or PSNR target picks the quality itself; drop --quality/--max-error")
     if quality is None:
         quality = 8 if max_error is not None else 3
+    if tile is not None and tile % 64:
+        raise click.BadParameter("must be a multiple of 64", param_hint="--tile")
     from .imageio import DEFAULT_MAX_PIXELS
     common = dict(model_id=model_id, device=device, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, strip=strip,
-                  refine=refine)
+                  refine=refine, tile=tile)
     if _batch_mode(inputs, output, out_dir):
         options = {**common, "targets": targets} if targets else {**common, "quality": quality, "max_error": max_error}
         _run_batch("encode", inputs, out_dir, ".anf", options, jobs, force)
@@ -381,6 +387,9 @@ def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, i
               help="Instead of RD curves: near-lossless and lossless against JPEG XL, AVIF, WebP and PNG.")
 @click.option("--speed", is_flag=True,
               help="Instead of RD curves: time and peak memory from 768x512 to 24 MP, against mbt2018-mean.")
+@click.option("--memory", is_flag=True,
+              help="Instead of RD curves: peak memory of whole-image (untiled) coding from 0.4 to 2.7 MP, and the "
+                   "size where it crosses 2 GB (OUT/memory.*), which sets where tiling starts.")
 @click.option("--tiling", type=click.IntRange(64), default=None, metavar="PX",
               help="Instead of RD curves: coding as tiles of at most PX pixels a side against whole-image coding, "
                    "at the first quality, as extra rate at equal PSNR (OUT/tiling.*).")
@@ -392,7 +401,7 @@ def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, i
               help="Also show an earlier run's anfcodec curve and the BD-rate against it, overall and per image "
                    "(e.g. an ablation's other arm). Repeatable.")
 def bench(folder, out, qualities, classical, reuse_classical, classical_from, anchors, generations, high_rate, speed,
-          tiling, max_mp, limit, model_id, compare):
+          memory, tiling, max_mp, limit, model_id, compare):
     """Measure RD curves, BD-rates and timings on a folder of PNG images.
 
     \b
@@ -401,13 +410,14 @@ def bench(folder, out, qualities, classical, reuse_classical, classical_from, an
     OUT/generations.json and OUT/generations.md. With --high-rate it measures
     the near-lossless end against JPEG XL, AVIF, WebP and PNG (OUT/highrate.*);
     with --speed, time and memory per image size (OUT/speed.*, at the first quality);
+    with --memory, the peak memory of whole-image coding per size (OUT/memory.*);
     with --tiling PX, the cost of coding as tiles (OUT/tiling.*, at the first quality).
     """
     qs = [float(q) for q in qualities.split(",") if q.strip()]
     if tiling is not None and tiling % 64:
         raise click.BadParameter("must be a multiple of 64", param_hint="--tiling")
-    if generations or high_rate or speed or tiling:
-        from . import generations as gen, highrate, speed as speed_bench, tilecost
+    if generations or high_rate or speed or memory or tiling:
+        from . import generations as gen, highrate, memorybound, speed as speed_bench, tilecost
         images = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")[:limit]
         if not images:
             raise click.ClickException(f"no PNG images in {folder}")
@@ -417,6 +427,8 @@ def bench(folder, out, qualities, classical, reuse_classical, classical_from, an
             module, name, result = highrate, "highrate", highrate.run(images)
         elif tiling:
             module, name, result = tilecost, "tiling", tilecost.run(images, qs[0], tiling)
+        elif memory:
+            module, name, result = memorybound, "memory", memorybound.run(images, qs[0])
         else:
             sizes = [s for s in speed_bench.SIZES if max_mp is None or s[1] * s[2] <= max_mp * 1e6]
             module, name, result = speed_bench, "speed", speed_bench.run(images, qs[0], sizes=sizes)

@@ -103,12 +103,16 @@ def worker(kind: str, src: str, dst: str, repeats: int, quality: float, count: b
     api.decode(api.encode(np.zeros((64, 64, 3), np.uint8), quality=quality))  # warm-up
     load_s = time.perf_counter() - t0
     raw = Path(src).read_bytes()
+    tile = None
+    if kind == "encode-whole":  # no tiles whatever the size: one tile as large as the image
+        with Image.open(src) as im:
+            tile = -(-max(im.size) // 64) * 64
     times, phases = [], {}
     for _ in range(repeats):
         with record() as totals:
             t = time.perf_counter()
-            if kind == "encode":
-                out = api.encode(raw, quality=quality)
+            if kind.startswith("encode"):
+                out = api.encode(raw, quality=quality, tile=tile)
             else:
                 img = api.decode(raw, fast=kind == "decode-fast")
                 with phase("io"):
@@ -119,7 +123,7 @@ def worker(kind: str, src: str, dst: str, repeats: int, quality: float, count: b
     result = {"times": times, "phases": phases, "load_s": load_s, "peak_rss_mb": _peak_rss_mb(),
               "threads": torch.get_num_threads()}
     if count:
-        result["gmac"] = _gmac(lambda: api.encode(raw, quality=quality) if kind == "encode"
+        result["gmac"] = _gmac(lambda: api.encode(raw, quality=quality, tile=tile) if kind.startswith("encode")
                                else api.decode(raw, fast=kind == "decode-fast"))
     return result
 

@@ -80,7 +80,7 @@ def test_round_trip_with_refinement_and_tiles(ck_model, sample_image, monkeypatc
     check_round_trip(ck_model, sample_image, 6.0)  # default refinement at quality 6
     whole = np.asarray(api.decode(api.encode(sample_image, quality=3, model_id=CK_ID)))
     monkeypatch.setattr(api, "TILE", 64)
-    monkeypatch.setattr(api, "TILE_FROM_PIXELS", 1)
+    monkeypatch.setattr(api, "WHOLE_MAX_PIXELS", 1)
     data = api.encode(sample_image, quality=3, model_id=CK_ID)
     assert len(fmt.unpack(data).streams()) > 1
     tiled = np.asarray(api.decode(data)).astype(int)

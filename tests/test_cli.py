@@ -154,3 +154,12 @@ def test_wrong_weights_named_in_error(anf, tmp_path):
     other.write_bytes(fmt.pack(c))
     r = run_cli("decode", other, "-o", tmp_path / "o.png")
     assert r.returncode == 1 and b"anfic-from-the-future" in r.stderr
+
+
+def test_tile_option(tmp_path):
+    out = tmp_path / "tiled.anf"
+    r = run_cli("encode", SAMPLE, "-o", out, "-q", "2", "--tile", "128")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(run_cli("info", out, "--json").stdout)["tiles"]["count"] > 1
+    r = run_cli("encode", SAMPLE, "-o", tmp_path / "bad.anf", "--tile", "100")
+    assert r.returncode == 2 and b"multiple of 64" in r.stderr

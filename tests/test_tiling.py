@@ -10,14 +10,14 @@ from anfcodec.metrics import psnr
 
 @pytest.fixture()
 def tiny_tiles(monkeypatch):
-    monkeypatch.setattr(api, "TILE_FROM_PIXELS", 0)
+    monkeypatch.setattr(api, "WHOLE_MAX_PIXELS", 0)
     monkeypatch.setattr(api, "TILE", 64)
 
 
 def test_tile_size_policy():
     assert api.tile_size(768, 512) is None                  # Kodak size: coded whole
-    assert api.tile_size(640, 640) is None                  # up to one whole tile
-    assert api.tile_size(768, 768) == (384, 384)
+    assert api.tile_size(1344, 1024) is None                # 1.38 MP: still whole
+    assert api.tile_size(1400, 1000) == (512, 512)          # pads to 1408x1024 = 1.44 MP: 3 x 2 tiles
     assert api.tile_size(6000, 4000) == (640, 576)          # 10 x 7 tiles
     assert api.tile_size(1600, 1100) == (576, 576)          # equal tiles, no thin edge strip
     boxes = fmt.tile_grid(1600, 1100, (576, 576))
@@ -76,3 +76,14 @@ def test_bad_tiling_is_refused(tiny_tiles, small_image):
     big = fmt.Header(c.header.model_id, c.header.weights_hash, 2, 1 << 20, 1 << 20, "RGB", 64)
     with pytest.raises(fmt.FormatError, match="tiles declared"):
         fmt.describe(fmt.pack(fmt.Container(big, huge_grid)))
+
+
+def test_tiling_starts_only_where_whole_coding_was_measured_over_the_bound():
+    # docs/bench/memory.json is `make bench-memory`: whole-image peak RSS per size
+    import json
+    from pathlib import Path
+    m = json.loads((Path(__file__).resolve().parent.parent / "docs/bench/memory.json").read_text())
+    whole_mp = api.WHOLE_MAX_PIXELS / 1e6
+    assert m["largest_within_mp"] >= whole_mp                     # coded whole: measured within 2 GB
+    assert all(max(r["encode_mib"], r["decode_mib"]) <= m["bound_mib"] for r in m["rows"] if r["megapixels"] <= whole_mp)
+    assert m["smallest_over_mp"] is not None and m["smallest_over_mp"] > whole_mp
