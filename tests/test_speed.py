@@ -21,9 +21,14 @@ def test_worker_reports_time_memory_and_phases(tmp_path):
     assert {"model", "entropy", "io"} <= set(enc["phases"]) and {"model", "entropy", "io"} <= set(dec["phases"])
     assert (tmp_path / "y.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "z.png").read_bytes()[:4] == b"\x89PNG"
+    cli = speed.cli_calls(SAMPLE, tmp_path, 4, repeats=1)
+    assert cli["size"] == "384x256" and all(0 < t < 120 for t in cli["encode"] + cli["decode"])
     result = {"quality": 4, "cpu_count": 2, "mbt2018_mean": {"encode": enc, "decode": dec}, "decode_fast": fast,
+              "cli": cli,
               "rows": [{"size": "tiny", "width": 128, "height": 96, "megapixels": 128 * 96 / 1e6, "repeats": 2,
                         "encode": enc, "decode": dec, "bytes": 1}]}
-    assert "ratio anfcodec / mbt2018-mean | 1.00 | 1.00 |  | 1.00 |" in speed.markdown(result)
+    md = speed.markdown(result)
+    assert "ratio anfcodec / mbt2018-mean | 1.00 | 1.00 |  | 1.00 |" in md
+    assert "| `anfcodec encode` / `anfcodec decode` | " in md
     # 128x96 image: the four transforms of the exact decoder do tens of MMAC per pixel, not zero
     assert "gmac" not in enc and 0.1 < dec["gmac"] < 10
