@@ -64,6 +64,8 @@ determinism: install  ## encode/decode across thread counts and ISA paths on all
 # MS-ANFIC against ANFIC at equal steps, data, crops, seed and LR schedule, both grown from the
 # single-scale release a65e4d78 (weights/anfic-n128-m256.pt, 15344 steps); each arm's final weights are
 # benchmarked on Kodak at all qualities. ablation-ms-long then continues both arms by the same steps.
+# Each arm trains to its step count however long that takes (no wall-clock stop: an arm cut short
+# would be exported and benched at fewer steps); an interrupted run resumes where it stopped.
 ABL_BASE  ?= weights/anfic-n128-m256.pt
 ABL_END   ?= 18844
 ABL_WDIR  ?= runs/ablation-weights
@@ -72,7 +74,7 @@ ABL2_WDIR ?= runs/ablation2-weights
 ablation-ms: install  ## equal-step MS-ANFIC vs ANFIC ablation -> docs/bench/ablation-{anfic,ms}/
 	for arm in anfic ms-anfic; do \
 	  nice -n 10 $(BIN)/anfcodec train --run-dir runs/abl-$$arm --arch $$arm --init $(ABL_BASE) --data $(DATA)/train \
-	    --lr 1e-4 --lr-final 1e-5 --max-steps $(ABL_END) --minutes 120 --seed 0 || exit 1; \
+	    --lr 1e-4 --lr-final 1e-5 --max-steps $(ABL_END) --minutes 100000 --seed 0 || exit 1; \
 	  $(BIN)/anfcodec export runs/abl-$$arm/last.pt --weights-dir $(ABL_WDIR) --model-id abl-$$arm || exit 1; \
 	done
 	$(MAKE) ablation-bench WDIR=$(ABL_WDIR) TAG=abl OUT=ablation
@@ -81,7 +83,7 @@ ablation-ms-long: install  ## both ablation arms +3000 steps (5e-5 -> 5e-6) -> d
 	for arm in anfic ms-anfic; do \
 	  test -f runs/abl2-$$arm/last.pt || cp -r runs/abl-$$arm runs/abl2-$$arm; \
 	  nice -n 10 $(BIN)/anfcodec train --run-dir runs/abl2-$$arm --data $(DATA)/train \
-	    --lr 5e-5 --lr-final 5e-6 --max-steps $(ABL2_END) --minutes 150 --seed 0 || exit 1; \
+	    --lr 5e-5 --lr-final 5e-6 --max-steps $(ABL2_END) --minutes 100000 --seed 0 || exit 1; \
 	  $(BIN)/anfcodec export runs/abl2-$$arm/last.pt --weights-dir $(ABL2_WDIR) --model-id abl2-$$arm || exit 1; \
 	done
 	$(MAKE) ablation-bench WDIR=$(ABL2_WDIR) TAG=abl2 OUT=ablation2
