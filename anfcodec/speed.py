@@ -51,7 +51,20 @@ def mosaic(sources: list[Path], width: int, height: int) -> Image.Image:
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """This process's own peak RSS in MiB.
+
+    Linux's ``ru_maxrss`` is not that: ``execve`` folds the parent's high-water mark
+    into the child's, so a worker started from a large process (a long pytest run)
+    reports the parent's peak. ``VmHWM`` belongs to the address space, which exec
+    replaces, so it counts the worker alone."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, no /proc elsewhere
 
 
 def _gmac(run) -> float:

@@ -1,4 +1,7 @@
 """Speed benchmark plumbing: mosaics of the right size, worker processes that report time, memory and phases."""
+import subprocess
+import sys
+
 import numpy as np
 
 from anfcodec import speed
@@ -32,3 +35,12 @@ def test_worker_reports_time_memory_and_phases(tmp_path):
     assert "| `anfcodec encode` / `anfcodec decode` | " in md
     # 128x96 image: the four transforms of the exact decoder do tens of MMAC per pixel, not zero
     assert "gmac" not in enc and 0.1 < dec["gmac"] < 10
+
+
+def test_worker_peak_excludes_the_parents():
+    """A worker started from a large process reports its own peak, not the parent's (CI ran the
+    memory test late in one long pytest process and read pytest's peak)."""
+    ballast = np.ones(1536 * 2**20, np.uint8)  # 1.5 GiB resident in this process
+    code = "from anfcodec.speed import _peak_rss_mb; print(_peak_rss_mb())"
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert 5 < child < 1024 < ballast.nbytes / 2**20
