@@ -5,7 +5,7 @@ BIN      = $(VENV)/bin
 DATA    ?= ../shared/data
 MINUTES ?= 60
 
-.PHONY: install demo test test-fast bench bench-generations bench-high-rate bench-speed bench-memory train export clean fuzz determinism ablation-ms ablation-ms-long ablation-bench
+.PHONY: install demo test test-fast bench bench-generations bench-high-rate bench-speed bench-memory bench-floor train export clean fuzz determinism ablation-ms ablation-ms-long ablation-bench
 
 $(BIN)/anfcodec: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -51,6 +51,9 @@ bench-speed: install  ## time and peak memory from 768x512 to 24 MP, vs mbt2018-
 
 bench-memory: install  ## peak memory of untiled coding from 0.4 to 2.7 MP: where tiling must start -> docs/bench/memory.*
 	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --memory --qualities 4
+
+bench-floor: install  ## work per network of a 768x512 image vs mbt2018-mean, and its least time at peak GEMM speed -> docs/bench/floor.*
+	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --floor --qualities 4
 
 bench-generations: install  ## 10 re-encoding generations on 4 Kodak images vs JPEG/WebP -> docs/bench/generations.*
 	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --generations 10 --qualities 2,4,5,6,8 --limit 4

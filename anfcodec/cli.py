@@ -393,6 +393,10 @@ def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, i
 @click.option("--tiling", type=click.IntRange(64), default=None, metavar="PX",
               help="Instead of RD curves: coding as tiles of at most PX pixels a side against whole-image coding, "
                    "at the first quality, as extra rate at equal PSNR (OUT/tiling.*).")
+@click.option("--floor", "floor_", is_flag=True,
+              help="Instead of RD curves: the work (multiply-accumulates) per network of coding a 768x512 image, "
+                   "against mbt2018-mean, and the least time it could take at this machine's best matrix-product "
+                   "speed (OUT/floor.*).")
 @click.option("--max-mp", type=click.FloatRange(min=0, min_open=True), default=None, metavar="MP",
               help="With --speed: skip image sizes above MP megapixels (a quick run).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first LIMIT images.")
@@ -401,7 +405,7 @@ def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, i
               help="Also show an earlier run's anfcodec curve and the BD-rate against it, overall and per image "
                    "(e.g. an ablation's other arm). Repeatable.")
 def bench(folder, out, qualities, classical, reuse_classical, classical_from, anchors, generations, high_rate, speed,
-          memory, tiling, max_mp, limit, model_id, compare):
+          memory, tiling, floor_, max_mp, limit, model_id, compare):
     """Measure RD curves, BD-rates and timings on a folder of PNG images.
 
     \b
@@ -411,13 +415,14 @@ def bench(folder, out, qualities, classical, reuse_classical, classical_from, an
     the near-lossless end against JPEG XL, AVIF, WebP and PNG (OUT/highrate.*);
     with --speed, time and memory per image size (OUT/speed.*, at the first quality);
     with --memory, the peak memory of whole-image coding per size (OUT/memory.*);
-    with --tiling PX, the cost of coding as tiles (OUT/tiling.*, at the first quality).
+    with --tiling PX, the cost of coding as tiles (OUT/tiling.*, at the first quality);
+    with --floor, the work of coding and the least time it could take (OUT/floor.*).
     """
     qs = [float(q) for q in qualities.split(",") if q.strip()]
     if tiling is not None and tiling % 64:
         raise click.BadParameter("must be a multiple of 64", param_hint="--tiling")
-    if generations or high_rate or speed or memory or tiling:
-        from . import generations as gen, highrate, memorybound, speed as speed_bench, tilecost
+    if generations or high_rate or speed or memory or tiling or floor_:
+        from . import floor, generations as gen, highrate, memorybound, speed as speed_bench, tilecost
         images = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")[:limit]
         if not images:
             raise click.ClickException(f"no PNG images in {folder}")
@@ -429,6 +434,8 @@ def bench(folder, out, qualities, classical, reuse_classical, classical_from, an
             module, name, result = tilecost, "tiling", tilecost.run(images, qs[0], tiling)
         elif memory:
             module, name, result = memorybound, "memory", memorybound.run(images, qs[0])
+        elif floor_:
+            module, name, result = floor, "floor", floor.run(images, qs[0])
         else:
             sizes = [s for s in speed_bench.SIZES if max_mp is None or s[1] * s[2] <= max_mp * 1e6]
             module, name, result = speed_bench, "speed", speed_bench.run(images, qs[0], sizes=sizes)

@@ -68,38 +68,60 @@ def _peak_rss_mb() -> float:
 
 
 def _gmac(run) -> float:
-    """Multiply-accumulates (billions) of the convolutions and matrix products in ``run()``.
+    """Multiply-accumulates (billions) of the convolutions and matrix products in ``run()``."""
+    return count_macs(run)["total"]
+
+
+def count_macs(run, modules: dict | None = None) -> dict[str, float]:
+    """GMAC of the convolutions and matrix products in ``run()``: in total, and per named module.
 
     Counted by wrapping ``F.conv2d``, ``F.conv_transpose2d`` and ``torch.matmul`` for the
-    duration of the run (this worker process only): PyTorch's dispatch-mode counters see
+    duration of the run (this process only): PyTorch's dispatch-mode counters see
     nothing under ``inference_mode``, and its profiler skips transposed convolutions. A
     convolution costs (C_in / groups) * k^2 per output sample; a transposed one C_out * k^2
-    per input sample (zero taps included: that is work done).
+    per input sample (zero taps included: that is work done). ``modules`` (name -> module)
+    attributes work done inside a module's ``forward`` to its name; the rest (the fixed-point
+    networks, which use the weights but not the modules) is counted as "other".
     """
     import torch
     import torch.nn.functional as F
-    total = [0]
+    totals = {name: 0 for name in modules or {}}
+    totals["other"] = 0
+    scope = ["other"]
     conv2d, conv_t, matmul = F.conv2d, F.conv_transpose2d, torch.matmul
+
+    def add(n: int) -> None:
+        totals[scope[-1]] += n
 
     def count_conv(x, w, *args, **kwargs):
         out = conv2d(x, w, *args, **kwargs)
-        total[0] += out.numel() * w[0].numel()
+        add(out.numel() * w[0].numel())
         return out
 
     def count_conv_t(x, w, *args, **kwargs):
-        total[0] += x.numel() * w[0].numel()
+        add(x.numel() * w[0].numel())
         return conv_t(x, w, *args, **kwargs)
 
     def count_matmul(a, b, *args, **kwargs):
         out = matmul(a, b, *args, **kwargs)
-        total[0] += out.numel() * a.shape[-1]
+        add(out.numel() * a.shape[-1])
         return out
+    def leave(module, args, out) -> None:  # a hook that returned something would replace the output
+        scope.pop()
+    hooks = []
+    for name, module in (modules or {}).items():
+        hooks.append(module.register_forward_pre_hook(lambda m, args, name=name: scope.append(name)))
+        hooks.append(module.register_forward_hook(leave))
     F.conv2d, F.conv_transpose2d, torch.matmul = count_conv, count_conv_t, count_matmul
     try:
         run()
     finally:
         F.conv2d, F.conv_transpose2d, torch.matmul = conv2d, conv_t, matmul
-    return total[0] / 1e9
+        for h in hooks:
+            h.remove()
+    gmac = {name: n / 1e9 for name, n in totals.items()}
+    gmac["total"] = sum(totals.values()) / 1e9
+    return gmac
 
 
 def worker(kind: str, src: str, dst: str, repeats: int, quality: float, count: bool = False) -> dict:

@@ -44,3 +44,15 @@ def test_worker_peak_excludes_the_parents():
     code = "from anfcodec.speed import _peak_rss_mb; print(_peak_rss_mb())"
     child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert 5 < child < 1024 < ballast.nbytes / 2**20
+
+
+def test_count_macs_attributes_work_to_modules():
+    import torch
+    from torch import nn
+    a, b = nn.Conv2d(3, 8, 3, padding=1), nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1)
+    x = torch.zeros(1, 3, 10, 10)
+    with torch.inference_mode():
+        gmac = speed.count_macs(lambda: (b(a(x)), torch.matmul(torch.ones(5, 7), torch.ones(7, 2))), {"a": a, "b": b})
+    assert round(gmac["a"] * 1e9) == 8 * 100 * 3 * 9           # outputs x C_in k^2
+    assert round(gmac["b"] * 1e9) == 8 * 100 * 4 * 16          # inputs x C_out k^2
+    assert round(gmac["other"] * 1e9) == 5 * 2 * 7 and gmac["total"] == gmac["a"] + gmac["b"] + gmac["other"]

@@ -1,0 +1,100 @@
+"""``anfcodec bench --floor``: the least time a 768x512 image could take, from its arithmetic alone.
+
+The speed benchmark (``speed``) measures what the code does; this asks what any code could do.
+It counts the multiply-accumulates of each network that encoding and decoding run (per
+top-level module of the model, float path, and in total for the fixed-point decoder), the
+same for CompressAI's mbt2018-mean at equal width, and measures this machine's best
+matrix-product throughput in float32 and float64 with all threads. Work divided by that
+peak is a lower bound on time that no kernel tuning beats, and at equal efficiency the
+ratio of two codecs' times is the ratio of their work.
+"""
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .speed import count_macs, mosaic
+
+# Matrix products to find the peak with: square, and the shapes of the decoder's largest layer
+# (128 -> 4x128 channels, 3x3, at a quarter of 768x512) and of the post-filter's (32 -> 32 at full size).
+GEMM_SHAPES = [(2048, 2048, 2048), (24576, 1152, 512), (393216, 288, 32)]
+
+
+def gemm_peak(dtype, shapes=GEMM_SHAPES, repeats: int = 3) -> float:
+    """Best GMAC/s of ``torch.matmul`` over ``shapes`` (rows, inner, columns), output preallocated."""
+    import torch
+    best = 0.0
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        out = torch.empty(m, n, dtype=dtype)
+        torch.matmul(a, b, out=out)
+        t = time.perf_counter()
+        for _ in range(repeats):
+            torch.matmul(a, b, out=out)
+        best = max(best, m * k * n * repeats / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def run(sources: list[Path], quality: float = 4, width: int = 768, height: int = 512) -> dict:
+    import torch
+    from compressai.zoo import mbt2018_mean
+
+    from . import api
+    from .zoo import default_model_id, load_model
+    model_id = default_model_id()
+    model = load_model(model_id, "cpu")
+    image = mosaic(sources, width, height)
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    raw = buf.getvalue()
+    parts = dict(model.named_children())
+    data = api.encode(raw, quality=quality)
+    anf = {"encode": count_macs(lambda: api.encode(raw, quality=quality), parts),
+           "decode (fixed point)": count_macs(lambda: api.decode(data), parts),
+           "decode --fast (float32)": count_macs(lambda: api.decode(data, fast=True), parts)}
+
+    net = mbt2018_mean(quality=3, pretrained=False).eval()  # N=128, M=192, as in the speed benchmark
+    net.update(force=True)
+    x = torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)[None].float() / 255
+    mbt_parts = dict(net.named_children())
+    with torch.inference_mode():
+        enc = net.compress(x)
+        mbt = {"encode": count_macs(lambda: net.compress(x), mbt_parts),
+               "decode": count_macs(lambda: net.decompress(enc["strings"], enc["shape"]), mbt_parts)}
+    peaks = {"float32": gemm_peak(torch.float32), "float64": gemm_peak(torch.float64)}
+    return {"quality": quality, "size": f"{width}x{height}", "model": model_id, "anfcodec": anf,
+            "mbt2018_mean": mbt, "gemm_peak_gmac_s": peaks, "threads": torch.get_num_threads()}
+
+
+def floors(result: dict) -> list[tuple[str, float, float]]:
+    """(path, GMAC, least seconds at the matching peak): float64 for the fixed-point decoder."""
+    p32, p64 = result["gemm_peak_gmac_s"]["float32"], result["gemm_peak_gmac_s"]["float64"]
+    rows = [(f"anfcodec {k}", v["total"], v["total"] / (p64 if "fixed" in k else p32))
+            for k, v in result["anfcodec"].items()]
+    rows += [(f"mbt2018-mean {k}", v["total"], v["total"] / p32) for k, v in result["mbt2018_mean"].items()]
+    return rows
+
+
+def markdown(result: dict) -> str:
+    p = result["gemm_peak_gmac_s"]
+    lines = [f"{result['size']} image, quality {result['quality']:g}, model {result['model']}, "
+             f"{result['threads']} threads. Best matrix-product throughput measured here: "
+             f"float32 {p['float32']:.1f} GMAC/s, float64 {p['float64']:.1f} GMAC/s.", "",
+             "| path | GMAC | least time at that peak (s) |", "|---|---|---|"]
+    lines += [f"| {name} | {g:.1f} | {s:.2f} |" for name, g, s in floors(result)]
+    f = {name: s for name, _, s in floors(result)}
+    enc = f["anfcodec encode"] / f["mbt2018-mean encode"]
+    dec = f["anfcodec decode --fast (float32)"] / f["mbt2018-mean decode"]
+    lines += ["", f"At equal efficiency the time ratio against mbt2018-mean is the work ratio: "
+              f"encode {enc:.2f}, decode {dec:.2f} (float32 paths).", ""]
+    for codec, paths in (("anfcodec", result["anfcodec"]), ("mbt2018-mean", result["mbt2018_mean"])):
+        names = [n for n in next(iter(paths.values())) if n != "total"
+                 and any(v[n] > 0.005 for v in paths.values())]
+        lines += [f"GMAC per network, {codec} (float-path modules; fixed-point networks count as 'other'):", "",
+                  "| network | " + " | ".join(paths) + " |", "|---|" + "---|" * len(paths)]
+        lines += [f"| {n} | " + " | ".join(f"{v[n]:.2f}" for v in paths.values()) + " |" for n in names]
+        lines.append("")
+    return "\n".join(lines)
