@@ -42,7 +42,7 @@ def check_quality(quality: float) -> float:
 
 def encode(image, quality: float = 3, model_id: str | None = None, device: str | None = None,
            max_pixels: int = DEFAULT_MAX_PIXELS, strip: bool = False, refine: float | None = None,
-           max_error: int | None = None, tile: int | None = None) -> bytes:
+           max_error: int | None = None, tile: int | None = None, progress=None) -> bytes:
     """Compress an image (path, bytes, PIL image or uint8 array) into .anf bytes.
 
     ``strip`` drops the ICC profile and EXIF, which are otherwise carried.
@@ -51,7 +51,8 @@ def encode(image, quality: float = 3, model_id: str | None = None, device: str |
     ``max_error`` adds the near-lossless layer: every sample decodes within this many
     levels of the input (0 = lossless); ``quality`` then sets the lossy base layer.
     ``tile`` codes the image as independent tiles of at most this many pixels a side (a
-    multiple of 64); None picks by size (see ``tile_size``).
+    multiple of 64); None picks by size (see ``tile_size``). ``progress(done, total)`` is
+    called after each tile (a 24 MP image takes minutes).
     """
     quality = check_quality(quality)
     pic, model = _prepare(image, model_id, device, max_pixels, strip)
@@ -62,7 +63,8 @@ def encode(image, quality: float = 3, model_id: str | None = None, device: str |
     # the next starts: the symbols of every tile at once would grow with the image (24 MP: ~0.4 GB).
     streams = []
     lossy = np.empty_like(pic.rgb) if max_error is not None else None
-    for box in fmt.tile_grid(w, h, tile_wh):
+    boxes = fmt.tile_grid(w, h, tile_wh)
+    for i, box in enumerate(boxes):
         x = _tensor(pic.rgb, box, model)
         with phase("model"):
             sym = model.compress(x, quality, steps)
@@ -71,6 +73,8 @@ def encode(image, quality: float = 3, model_id: str | None = None, device: str |
         if lossy is not None:
             _decode_tile(model, sym, quality, box, lossy)
         del x, sym
+        if progress is not None:
+            progress(i + 1, len(boxes))
     extra = []
     if lossy is not None:
         extra.append((fmt.RESIDUAL_CHUNK, residual.encode(_planes(pic.rgb, pic.mode), _planes(lossy, pic.mode),
@@ -219,13 +223,14 @@ def _to_rgb8(x: torch.Tensor, width: int, height: int) -> np.ndarray:
 
 
 def decode(data: bytes, device: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-           fast: bool = False) -> Image.Image:
+           fast: bool = False, progress=None) -> Image.Image:
     """Decompress .anf bytes into a PIL image of the original size and mode.
 
     The default synthesis is fixed point (``ANFIC.decompress``): every machine, thread
     count and device decodes the same pixels. ``fast`` uses the float32 synthesis instead,
     about four times faster, whose pixels may differ by one level between machines; files
     with a near-lossless residual layer always take the exact path, which their bound needs.
+    ``progress(done, total)`` is called after each tile.
     """
     with phase("io"):
         c = fmt.unpack(bytes(data))
@@ -248,7 +253,8 @@ def decode(data: bytes, device: str | None = None, max_pixels: int = DEFAULT_MAX
         except ImageError as e:
             raise DecodeError(f"ALPH: {e}") from None
     has_residual = any(t == fmt.RESIDUAL_CHUNK for t, _ in c.chunks)
-    rgb = _synthesize(model, c, hd, model.decompress_float if fast and not has_residual else model.decompress)
+    rgb = _synthesize(model, c, hd, model.decompress_float if fast and not has_residual else model.decompress,
+                      progress)
     if has_residual:
         try:
             res = residual.Residual.unpack(c.chunk(fmt.RESIDUAL_CHUNK))
@@ -264,17 +270,20 @@ def decode(data: bytes, device: str | None = None, max_pixels: int = DEFAULT_MAX
         return join_image(rgb, hd.mode, alpha, _metadata(c, fmt.ICC_CHUNK), _metadata(c, fmt.EXIF_CHUNK))
 
 
-def _synthesize(model, c: fmt.Container, hd: fmt.Header, synthesis) -> np.ndarray:
+def _synthesize(model, c: fmt.Container, hd: fmt.Header, synthesis, progress=None) -> np.ndarray:
     """The lossy 8-bit RGB image: every tile's symbols through ``synthesis``."""
     rgb = np.empty((hd.height, hd.width, 3), dtype=np.uint8)
     # The file's own tiling, whatever today's encoder would choose.
-    for (x0, y0, x1, y1), chunks in zip(c.tiles(), c.streams(), strict=True):
+    boxes = c.tiles()
+    for i, ((x0, y0, x1, y1), chunks) in enumerate(zip(boxes, c.streams(), strict=True)):
         sym = chunks_to_symbols(model, chunks, x1 - x0, y1 - y0)
         with phase("model"):
             try:
                 rgb[y0:y1, x0:x1] = _to_rgb8(synthesis(sym, hd.quality), x1 - x0, y1 - y0)
             except ExactnessError:
                 raise DecodeError("LATN: latent values out of range (corrupt stream)") from None
+        if progress is not None:
+            progress(i + 1, len(boxes))
     return rgb
 
 

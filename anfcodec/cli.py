@@ -158,7 +158,8 @@ def encode(inputs, output, out_dir, jobs, quality, max_error, lossless, refine, 
             click.echo(("reached " if report.met else "warning: target not met, closest is ") + report.describe(),
                        err=True)
         else:
-            data = api.encode(raw, quality=quality, max_error=max_error, **common)
+            with _TileBar("encode") as bar:
+                data = api.encode(raw, quality=quality, max_error=max_error, progress=bar, **common)
     except Exception as e:  # bad input must end in one line and exit 1, never a traceback
         _fail(e, input)
     _write_output(output, data)
@@ -203,11 +204,35 @@ def decode(inputs, output, out_dir, out_format, jobs, device, max_pixels, fast, 
     from . import api
     raw = _read_input(input)
     try:
-        img = api.decode(raw, device=device, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, fast=fast)
+        with _TileBar("decode") as bar:
+            img = api.decode(raw, device=device, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, fast=fast, progress=bar)
         encoded = image_bytes(img, fmt_name)
     except Exception as e:  # hostile input must end in one line and exit 1, never a traceback
         _fail(e, input)
     _write_output(output, encoded)
+
+
+class _TileBar:
+    """Progress over one image's tiles on stderr (a 24 MP photo takes minutes). Shown only for
+    tiled images and on a terminal, so pipes and logs stay clean."""
+
+    def __init__(self, desc: str):
+        self.desc, self.bar = desc, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if total < 2:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc=self.desc, unit="tile", disable=None, leave=False)
+        self.bar.update(done - self.bar.n)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _batch_mode(inputs: tuple, output: str | None, out_dir: Path | None) -> bool:

@@ -161,5 +161,8 @@ def test_tile_option(tmp_path):
     r = run_cli("encode", SAMPLE, "-o", out, "-q", "2", "--tile", "128")
     assert r.returncode == 0, r.stderr
     assert json.loads(run_cli("info", out, "--json").stdout)["tiles"]["count"] > 1
+    assert b"tile" not in r.stderr  # the tile progress bar shows on a terminal only
+    r = run_cli("decode", out, "-o", tmp_path / "tiled.png")
+    assert r.returncode == 0 and b"tile" not in r.stderr
     r = run_cli("encode", SAMPLE, "-o", tmp_path / "bad.anf", "--tile", "100")
     assert r.returncode == 2 and b"multiple of 64" in r.stderr

@@ -33,9 +33,11 @@ def test_tile_size_on_request():
 
 
 def test_requested_tiles_round_trip(small_image):
-    data = anfcodec.encode(small_image, quality=3, tile=64)
+    calls = []
+    data = anfcodec.encode(small_image, quality=3, tile=64, progress=lambda *a: calls.append(("enc", *a)))
     assert fmt.describe(data)["tiles"]["count"] == 4
-    out = np.asarray(anfcodec.decode(data))
+    out = np.asarray(anfcodec.decode(data, progress=lambda *a: calls.append(("dec", *a))))
+    assert calls == [(kind, i, 4) for kind in ("enc", "dec") for i in range(1, 5)]  # after each tile
     assert out.shape == np.asarray(small_image).shape and psnr(np.asarray(small_image), out) > 25
 
 
