@@ -77,8 +77,8 @@ def encode(image, quality: float = 3, model_id: str | None = None, device: str |
             progress(i + 1, len(boxes))
     extra = []
     if lossy is not None:
-        extra.append((fmt.RESIDUAL_CHUNK, residual.encode(_planes(pic.rgb, pic.mode), _planes(lossy, pic.mode),
-                                                          max_error).pack()))
+        res = residual.encode(_planes(pic.rgb, pic.mode), _planes(lossy, pic.mode), max_error)
+        extra.append((fmt.RESIDUAL_CHUNK if res.weights is None else fmt.RESIDUAL_CONTEXT_CHUNK, res.pack()))
     return _pack(pic, model, quality, streams, extra, tile_wh)
 
 
@@ -252,14 +252,17 @@ def decode(data: bytes, device: str | None = None, max_pixels: int = DEFAULT_MAX
             alpha = decode_plane(c.chunk(fmt.ALPHA_CHUNK), hd.width, hd.height)
         except ImageError as e:
             raise DecodeError(f"ALPH: {e}") from None
-    has_residual = any(t == fmt.RESIDUAL_CHUNK for t, _ in c.chunks)
-    rgb = _synthesize(model, c, hd, model.decompress_float if fast and not has_residual else model.decompress,
+    layers = [t for t, _ in c.chunks if t in fmt.RESIDUAL_CHUNKS]
+    if len(layers) > 1:
+        raise fmt.FormatError("more than one residual layer (RESC/RESI chunk)")
+    layer = layers[0] if layers else None
+    rgb = _synthesize(model, c, hd, model.decompress_float if fast and layer is None else model.decompress,
                       progress)
-    if has_residual:
+    if layer is not None:
         try:
-            res = residual.Residual.unpack(c.chunk(fmt.RESIDUAL_CHUNK))
+            res = residual.Residual.unpack(c.chunk(layer), context=layer == fmt.RESIDUAL_CONTEXT_CHUNK)
         except residual.ResidualError as e:
-            raise DecodeError(f"RESI: {e}") from None
+            raise DecodeError(f"{layer.decode()}: {e}") from None
         if not res.matches(_planes(rgb, hd.mode)):
             # Encoders before the fixed-point synthesis coded the residual against the float32 one.
             legacy = _synthesize(model, c, hd, model.decompress_float)
@@ -291,7 +294,7 @@ def _apply_residual(res: residual.Residual, rgb: np.ndarray, mode: str) -> np.nd
     try:
         planes, exact = residual.decode(res, _planes(rgb, mode))
     except (residual.ResidualError, ec.EntropyCodingError) as e:
-        raise DecodeError(f"RESI: {e}") from None
+        raise DecodeError(f"residual layer: {e}") from None
     if not exact:
         warnings.warn("the lossy layer decoded differently from the encoder's on this machine: "
                       f"a few samples may be off by {res.tau + 1} instead of at most {res.tau}")

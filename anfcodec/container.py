@@ -23,7 +23,9 @@ QUALITY_SCALE = 256          # quality is stored as u16 fixed point 8.8
 MAX_CHUNK = 1 << 30
 HEADER_CHUNK, END_CHUNK = b"HEAD", b"IEND"
 ALPHA_CHUNK = b"ALPH"                 # critical: skipping it would silently lose the alpha channel
-RESIDUAL_CHUNK = b"RESI"              # critical: the near-lossless layer (see residual.py)
+RESIDUAL_CONTEXT_CHUNK = b"RESC"      # critical: the near-lossless layer (see residual.py)
+RESIDUAL_CHUNK = b"RESI"              # critical: its earlier layout, still decoded
+RESIDUAL_CHUNKS = (RESIDUAL_CONTEXT_CHUNK, RESIDUAL_CHUNK)
 TILE_CHUNK = b"TILE"                  # critical: the image is coded as independent tiles
 MAX_TILES = 1 << 16
 ICC_CHUNK, EXIF_CHUNK = b"iccp", b"exif"   # ancillary metadata
@@ -32,7 +34,7 @@ SPLIT_CHUNK = b"SPLT"                                 # multiscale models: the s
 COARSE_HYPER_CHUNK, COARSE_LATENT_CHUNK = b"CHYP", b"CLAT"   # multiscale models: the coarse scale
 # Chunks that occur once per tile, in this order within a tile's group.
 PER_TILE = (SPLIT_CHUNK, COARSE_HYPER_CHUNK, COARSE_LATENT_CHUNK, HYPER_CHUNK, LATENT_CHUNK)
-KNOWN_CRITICAL = {HEADER_CHUNK, *PER_TILE, ALPHA_CHUNK, RESIDUAL_CHUNK, TILE_CHUNK, END_CHUNK}
+KNOWN_CRITICAL = {HEADER_CHUNK, *PER_TILE, ALPHA_CHUNK, *RESIDUAL_CHUNKS, TILE_CHUNK, END_CHUNK}
 
 
 class FormatError(ValueError):
@@ -216,7 +218,7 @@ def describe(data: bytes) -> dict:
     c = unpack(data)
     h = c.header
     pixels = h.width * h.height
-    resi = [p for t, p in c.chunks if t == RESIDUAL_CHUNK]
+    resi = [p for t, p in c.chunks if t in RESIDUAL_CHUNKS]
     tiles = c.tiles()
     return {
         "format_version": FORMAT_VERSION,
@@ -225,7 +227,7 @@ def describe(data: bytes) -> dict:
         **h.to_json(),
         "metadata": [name for ctype, name in ((ALPHA_CHUNK, "alpha channel (lossless)"), (ICC_CHUNK, "ICC profile"),
                                                 (EXIF_CHUNK, "EXIF")) if any(t == ctype for t, _ in c.chunks)],
-        "max_error": resi[0][0] if resi and resi[0] else None,  # RESI's first byte; None = lossy
+        "max_error": resi[0][0] if resi and resi[0] else None,  # the residual layer's first byte; None = lossy
         "tiles": {"count": len(tiles), "size": [tiles[0][2] - tiles[0][0], tiles[0][3] - tiles[0][1]],
                   "boxes": tiles} if len(tiles) > 1 else None,
         "chunks": [{"type": t.decode(), "bytes": len(p)} for t, p in c.chunks],

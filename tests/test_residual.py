@@ -8,14 +8,16 @@ from anfcodec import container as fmt
 from conftest import kodak_images, needs_kodak, run_cli, synthetic_image
 
 
+@pytest.mark.parametrize("layout", ["encode_context", "encode_legacy"])
 @pytest.mark.parametrize("tau", [0, 1, 2, 5])
-def test_bound_holds_including_clipped_extremes(tau):
+def test_bound_holds_including_clipped_extremes(tau, layout):
     rng = np.random.default_rng(tau)
     original = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
     original[:5] = 0
     original[-5:] = 255
     lossy = np.clip(original.astype(int) + rng.integers(-40, 41, original.shape), 0, 255).astype(np.uint8)
-    res = residual.Residual.unpack(residual.encode(original, lossy, tau).pack())
+    res = getattr(residual, layout)(original, lossy, tau)
+    res = residual.Residual.unpack(res.pack(), context=res.weights is not None)
     out, exact = residual.decode(res, lossy)
     assert exact and np.abs(out.astype(int) - original).max() <= tau
     if tau == 0:
@@ -61,11 +63,43 @@ def test_near_lossless_rate_between_lossy_and_lossless(small_image):
     assert err <= 2
 
 
-def test_corrupt_residual_is_a_clean_error(small_image):
+@pytest.mark.parametrize("ctype", fmt.RESIDUAL_CHUNKS)
+def test_corrupt_residual_is_a_clean_error(small_image, ctype):
     c = fmt.unpack(anfcodec.encode(small_image, quality=4, max_error=1))
-    chunks = [(t, p) for t, p in c.chunks if t != fmt.RESIDUAL_CHUNK] + [(fmt.RESIDUAL_CHUNK, b"\x01")]
-    with pytest.raises(api.DecodeError, match="RESI"):
-        anfcodec.decode(fmt.pack(fmt.Container(c.header, chunks)))
+    lossy = [(t, p) for t, p in c.chunks if t not in fmt.RESIDUAL_CHUNKS]
+    with pytest.raises(api.DecodeError, match=ctype.decode()):
+        anfcodec.decode(fmt.pack(fmt.Container(c.header, lossy + [(ctype, b"\x01")])))
+    layer = next(p for t, p in c.chunks if t in fmt.RESIDUAL_CHUNKS)
+    both = lossy + [(t, layer) for t in fmt.RESIDUAL_CHUNKS]
+    with pytest.raises(fmt.FormatError, match="more than one residual layer"):
+        anfcodec.decode(fmt.pack(fmt.Container(c.header, both)))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_files_with_the_plain_resi_layout_decode(mode):
+    img = synthetic_image(70, 45, seed=5).convert(mode)
+    c = fmt.unpack(anfcodec.encode(img, quality=5, max_error=1))
+    lossy_only = [(t, p) for t, p in c.chunks if t not in fmt.RESIDUAL_CHUNKS]
+    base = np.asarray(anfcodec.decode(fmt.pack(fmt.Container(c.header, lossy_only))))
+    planes = (lambda a: a[..., None] if a.ndim == 2 else a)
+    resi = residual.encode_legacy(planes(np.asarray(img)), planes(base), 1).pack()  # as files before RESC
+    out = np.asarray(anfcodec.decode(fmt.pack(fmt.Container(c.header, lossy_only + [(fmt.RESIDUAL_CHUNK, resi)]))))
+    assert np.abs(out.astype(int) - np.asarray(img)).max() <= 1
+
+
+def test_decorrelation_is_reversible_and_pays():
+    """YCoCg-R and the checkerboard prediction are exact integer maps, and on a residual whose
+    colours and neighbours are correlated (the lossy layer's chroma error is smooth) they cut its rate."""
+    rng = np.random.default_rng(1)
+    k = rng.integers(-300, 301, (9, 11, 3))
+    assert np.array_equal(residual._from_ycocg(residual._to_ycocg(k)), k)
+    smooth = np.repeat(np.repeat(rng.normal(0, 6, (24, 24, 1)), 4, 0), 4, 1)   # shared, spatially smooth
+    original = np.clip(128 + smooth + rng.normal(0, 1.5, (96, 96, 3)), 0, 255).astype(np.uint8)
+    lossy = np.full_like(original, 128)
+    new, old = residual.encode_context(original, lossy, 0), residual.encode_legacy(original, lossy, 0)
+    assert len(new.stream) < 0.8 * len(old.stream) and residual.encode(original, lossy, 0) == new  # the smaller
+    out, exact = residual.decode(residual.Residual.unpack(new.pack()), lossy)
+    assert exact and np.array_equal(out, original)
 
 
 def test_cli_lossless(tmp_path, small_image):
@@ -95,3 +129,26 @@ def test_45_db_below_lossless_png_on_kodak():
     img.save(png, "PNG", optimize=True)
     assert psnr(np.asarray(img), np.asarray(anfcodec.decode(data))) >= 45.0
     assert 8 * len(data) / pixels < 8 * png.tell() / pixels
+
+
+def test_hostile_residual_payloads_end_cleanly():
+    """Forged RESC/RESI payloads (valid container, damaged layer) end in a clean error or an image."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+    img = synthetic_image(40, 24, seed=7)
+    c = fmt.unpack(anfcodec.encode(img, quality=6, max_error=0))
+    lossy = [(t, p) for t, p in c.chunks if t not in fmt.RESIDUAL_CHUNKS]
+    layer = residual.encode_context(np.asarray(img), np.asarray(anfcodec.decode(fmt.pack(fmt.Container(c.header, lossy)))), 0)
+    payloads = {fmt.RESIDUAL_CONTEXT_CHUNK: layer.pack(), fmt.RESIDUAL_CHUNK: layer.pack()[:8] + layer.stream}
+
+    @settings(max_examples=60, deadline=10_000, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.sampled_from(sorted(payloads)), st.lists(st.tuples(st.integers(0, 4095), st.integers(0, 255)), min_size=1, max_size=4))
+    def check(ctype, edits):
+        p = bytearray(payloads[ctype])
+        for pos, value in edits:
+            p[pos % len(p)] = value
+        try:
+            out = anfcodec.decode(fmt.pack(fmt.Container(c.header, lossy + [(ctype, bytes(p))])))
+        except (fmt.FormatError, api.DecodeError):
+            return
+        assert out.size == img.size
+    check()
