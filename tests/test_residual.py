@@ -152,3 +152,44 @@ def test_hostile_residual_payloads_end_cleanly():
             return
         assert out.size == img.size
     check()
+
+
+def test_resc_as_docs_format_describes_it():
+    """An independent decoder written from docs/FORMAT.md's RESC section (numpy and constriction only)."""
+    import struct
+    import constriction
+    rng = np.random.default_rng(3)
+    h, w = 37, 53                                     # not multiples of the 16-pixel block
+    original = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    lossy = np.clip(original.astype(int) + np.repeat(rng.integers(-9, 10, (h, w, 1)), 3, 2), 0, 255).astype(np.uint8)
+    payload = residual.encode_context(original, lossy, 1).pack()
+    tau, _, bound, _ = struct.unpack(">BBHI", payload[:8])
+    planes = payload[8]
+    weights = struct.unpack(f">{planes}b", payload[9:9 + planes])
+    hp, wp = -(-h // 16) * 16, -(-w // 16) * 16
+    nb = hp // 16 * (wp // 16)
+    dec = constriction.stream.queue.RangeDecoder(np.frombuffer(payload[9 + planes:], dtype="<u4").astype(np.uint32))
+    index = dec.decode(constriction.stream.model.Uniform(64), 2 * planes * nb)
+    table = np.round(np.exp(np.linspace(np.log(0.04), np.log(64), 64)) * 2**16) / 2**16
+    scales = np.repeat(table[index], 128)
+    values = dec.decode(constriction.stream.model.QuantizedLaplace(-bound, bound), np.zeros_like(scales), scales)
+    values = values.astype(np.int64).reshape(2, planes, nb, 128)
+    anchor = np.add.outer(np.arange(hp), np.arange(wp)) % 2 == 0
+    coded = []
+    for p in range(planes):
+        v = np.zeros((hp, wp), np.int64)
+        for g in range(nb):
+            by, bx = divmod(g, wp // 16)
+            view, m = v[by * 16:by * 16 + 16, bx * 16:bx * 16 + 16], anchor[by * 16:by * 16 + 16, bx * 16:bx * 16 + 16]
+            view[m], view[~m] = values[0, p, g], values[1, p, g]
+        padded, ones = np.pad(v * anchor, 1), np.pad(np.ones_like(v), 1)
+        s = sum(padded[1 + dy:1 + dy + hp, 1 + dx:1 + dx + wp] for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)))
+        n = sum(ones[1 + dy:1 + dy + hp, 1 + dx:1 + dx + wp] for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)))
+        coded.append((v + np.where(anchor, 0, (2 * weights[p] * s + 32 * n) // (64 * n)))[:h, :w])
+    y, co, cg = coded
+    t = y - (cg >> 1)
+    kb = t - (co >> 1)
+    k = np.stack([kb + co, cg + t, kb], axis=-1)
+    out = np.clip(lossy + (2 * tau + 1) * k, 0, 255)
+    assert np.array_equal(out, residual.decode(residual.Residual.unpack(payload), lossy)[0])
+    assert np.abs(out - original.astype(int)).max() <= 1
