@@ -75,7 +75,7 @@ class Residual:
 
     def matches(self, lossy: np.ndarray) -> bool:
         """Whether ``lossy`` is the base layer the encoder coded this residual against."""
-        return zlib.crc32(np.ascontiguousarray(lossy).tobytes()) == self.lossy_crc
+        return _crc(lossy) == self.lossy_crc
 
 
 def _blocks(plane: np.ndarray) -> np.ndarray:
@@ -152,16 +152,12 @@ def encode(original: np.ndarray, lossy: np.ndarray, tau: int) -> Residual:
     """uint8 [H, W, C] planes -> the residual layer that brings ``lossy`` within ``tau`` of ``original``:
     the smaller of the two layouts. Decorrelation pays for fine steps (lossless: -11.5%) but not for
     coarse ones, whose symbols are mostly 0 and +-1 (max error 4: +6%)."""
-    return min(encode_context(original, lossy, tau), encode_legacy(original, lossy, tau), key=lambda r: len(r.pack()))
+    return min(encode_context(original, lossy, tau), encode_plain(original, lossy, tau), key=lambda r: len(r.pack()))
 
 
 def encode_context(original: np.ndarray, lossy: np.ndarray, tau: int) -> Residual:
     """The RESC layout: YCoCg-R, then checkerboard prediction, one scale per block and half."""
-    if not 0 <= tau <= MAX_TAU:
-        raise ValueError(f"max error must be 0..{MAX_TAU}, got {tau}")
-    step = 2 * tau + 1
-    r = original.astype(np.int64) - lossy.astype(np.int64)
-    k = _to_ycocg(np.sign(r) * ((np.abs(r) + tau) // step))
+    k = _to_ycocg(_symbols(original, lossy, tau))
     anchors, errors, weights = [], [], []
     for c in range(k.shape[2]):
         plane = _padded(k[..., c])
@@ -176,19 +172,27 @@ def encode_context(original: np.ndarray, lossy: np.ndarray, tau: int) -> Residua
         weights.append(weight)
     groups = np.concatenate(anchors + errors)
     bound, stream = ec.encode_residual(groups, _scale_index(groups), BLOCK * BLOCK // 2)
-    return Residual(tau, zlib.crc32(np.ascontiguousarray(lossy).tobytes()), bound, stream, tuple(weights))
+    return Residual(tau, _crc(lossy), bound, stream, tuple(weights))
 
 
-def encode_legacy(original: np.ndarray, lossy: np.ndarray, tau: int) -> Residual:
+def encode_plain(original: np.ndarray, lossy: np.ndarray, tau: int) -> Residual:
     """The RESI layout: the symbols of each plane as they are, one scale per block."""
-    if not 0 <= tau <= MAX_TAU:
-        raise ValueError(f"max error must be 0..{MAX_TAU}, got {tau}")
-    step = 2 * tau + 1
-    r = original.astype(np.int32) - lossy.astype(np.int32)
-    k = np.sign(r) * ((np.abs(r) + tau) // step)
+    k = _symbols(original, lossy, tau)
     blocks = np.concatenate([_blocks(k[..., c]) for c in range(k.shape[2])])
     bound, stream = ec.encode_residual(blocks, _scale_index(blocks), BLOCK * BLOCK)
-    return Residual(tau, zlib.crc32(np.ascontiguousarray(lossy).tobytes()), bound, stream)
+    return Residual(tau, _crc(lossy), bound, stream)
+
+
+def _symbols(original: np.ndarray, lossy: np.ndarray, tau: int) -> np.ndarray:
+    """k = sign(r) floor((|r| + tau) / (2 tau + 1)) of the residual r, int64 [H, W, C]."""
+    if not 0 <= tau <= MAX_TAU:
+        raise ValueError(f"max error must be 0..{MAX_TAU}, got {tau}")
+    r = original.astype(np.int64) - lossy.astype(np.int64)
+    return np.sign(r) * ((np.abs(r) + tau) // (2 * tau + 1))
+
+
+def _crc(lossy: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(lossy).tobytes())
 
 
 def decode(res: Residual, lossy: np.ndarray) -> tuple[np.ndarray, bool]:

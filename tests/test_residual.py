@@ -8,7 +8,7 @@ from anfcodec import container as fmt
 from conftest import kodak_images, needs_kodak, run_cli, synthetic_image
 
 
-@pytest.mark.parametrize("layout", ["encode_context", "encode_legacy"])
+@pytest.mark.parametrize("layout", ["encode_context", "encode_plain"])
 @pytest.mark.parametrize("tau", [0, 1, 2, 5])
 def test_bound_holds_including_clipped_extremes(tau, layout):
     rng = np.random.default_rng(tau)
@@ -82,7 +82,7 @@ def test_files_with_the_plain_resi_layout_decode(mode):
     lossy_only = [(t, p) for t, p in c.chunks if t not in fmt.RESIDUAL_CHUNKS]
     base = np.asarray(anfcodec.decode(fmt.pack(fmt.Container(c.header, lossy_only))))
     planes = (lambda a: a[..., None] if a.ndim == 2 else a)
-    resi = residual.encode_legacy(planes(np.asarray(img)), planes(base), 1).pack()  # as files before RESC
+    resi = residual.encode_plain(planes(np.asarray(img)), planes(base), 1).pack()  # as files before RESC
     out = np.asarray(anfcodec.decode(fmt.pack(fmt.Container(c.header, lossy_only + [(fmt.RESIDUAL_CHUNK, resi)]))))
     assert np.abs(out.astype(int) - np.asarray(img)).max() <= 1
 
@@ -96,7 +96,7 @@ def test_decorrelation_is_reversible_and_pays():
     smooth = np.repeat(np.repeat(rng.normal(0, 6, (24, 24, 1)), 4, 0), 4, 1)   # shared, spatially smooth
     original = np.clip(128 + smooth + rng.normal(0, 1.5, (96, 96, 3)), 0, 255).astype(np.uint8)
     lossy = np.full_like(original, 128)
-    new, old = residual.encode_context(original, lossy, 0), residual.encode_legacy(original, lossy, 0)
+    new, old = residual.encode_context(original, lossy, 0), residual.encode_plain(original, lossy, 0)
     assert len(new.stream) < 0.8 * len(old.stream) and residual.encode(original, lossy, 0) == new  # the smaller
     out, exact = residual.decode(residual.Residual.unpack(new.pack()), lossy)
     assert exact and np.array_equal(out, original)
