@@ -106,6 +106,7 @@ def count_macs(run, modules: dict | None = None) -> dict[str, float]:
         out = matmul(a, b, *args, **kwargs)
         add(out.numel() * a.shape[-1])
         return out
+
     def leave(module, args, out) -> None:  # a hook that returned something would replace the output
         scope.pop()
     hooks = []
