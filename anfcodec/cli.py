@@ -345,7 +345,9 @@ def _draw_split_map(input: str, raw: bytes, d: dict, out: str, force: bool) -> N
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--latent-channels", "M", type=int, default=None,
               help="Latent channels M of a new run [default: the architecture's]; ignored when resuming.")
-@click.option("--width", "N", type=int, default=None, help="Hidden width N of a new run; ignored when resuming.")
+@click.option("--width", "N", type=click.IntRange(8), default=None,
+              help="Hidden width N of a new run; ignored when resuming. With --init, the initial weights' "
+                   "flow branches are narrowed to N (a faster model that starts from trained weights).")
 @click.option("--init", default=None, metavar="WEIGHTS",
               help="Start a new run from these weights, a file or an installed model id (e.g. anfic-n128-m256), "
                    "instead of the DCT warm start.")
@@ -380,7 +382,7 @@ def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, i
     config.M, config.N = M or config.M, N or config.N
     opts = TrainOptions(run_dir=run_dir, minutes=minutes, batch=batch, crop=crop, lr=lr, lr_final=lr_final, bf16=bf16, seed=seed,
                         config=config.to_dict(), init=init, quantizer=quantizer, threads=threads,
-                        arch=arch, max_steps=max_steps, device=device)
+                        arch=arch, max_steps=max_steps, device=device, width=N if init is not None else None)
     if lambdas is not None:
         try:
             opts.lambdas = tuple(float(v) for v in lambdas.split(","))
@@ -425,7 +427,8 @@ def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, i
 @click.option("--max-mp", type=click.FloatRange(min=0, min_open=True), default=None, metavar="MP",
               help="With --speed: skip image sizes above MP megapixels (a quick run).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first LIMIT images.")
-@click.option("--model", "model_id", default=None, help="anfcodec model id to measure [default: the shipped default].")
+@click.option("--model", "model_id", default=None,
+              help="anfcodec model id to measure (RD curves, --speed, --floor) [default: the shipped default].")
 @click.option("--compare", multiple=True, metavar="LABEL=BENCH.json",
               help="Also show an earlier run's anfcodec curve and the BD-rate against it, overall and per image "
                    "(e.g. an ablation's other arm). Repeatable.")
@@ -460,10 +463,11 @@ def bench(folder, out, qualities, classical, reuse_classical, classical_from, an
         elif memory:
             module, name, result = memorybound, "memory", memorybound.run(images, qs[0])
         elif floor_:
-            module, name, result = floor, "floor", floor.run(images, qs[0])
+            module, name, result = floor, "floor", floor.run(images, qs[0], model_id=model_id)
         else:
             sizes = [s for s in speed_bench.SIZES if max_mp is None or s[1] * s[2] <= max_mp * 1e6]
-            module, name, result = speed_bench, "speed", speed_bench.run(images, qs[0], sizes=sizes)
+            module, name, result = speed_bench, "speed", speed_bench.run(images, qs[0], sizes=sizes,
+                                                                         model_id=model_id)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{name}.json").write_text(json.dumps(result, indent=1))
         (out / f"{name}.md").write_text(module.markdown(result))

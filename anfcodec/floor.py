@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .speed import count_macs, mosaic
+from .speed import count_macs, mbt2018_mean_at, mosaic
 
 # Matrix products to find the peak with: square, and the shapes of the decoder's largest layer
 # (128 -> 4x128 channels, 3x3, at a quarter of 768x512) and of the post-filter's (32 -> 32 at full size).
@@ -38,26 +38,25 @@ def gemm_peak(dtype, shapes=GEMM_SHAPES, repeats: int = 3) -> float:
     return best
 
 
-def run(sources: list[Path], quality: float = 4, width: int = 768, height: int = 512) -> dict:
+def run(sources: list[Path], quality: float = 4, width: int = 768, height: int = 512,
+        model_id: str | None = None) -> dict:
     import torch
-    from compressai.zoo import mbt2018_mean
 
     from . import api
     from .zoo import default_model_id, load_model
-    model_id = default_model_id()
+    model_id = model_id or default_model_id()
     model = load_model(model_id, "cpu")
     image = mosaic(sources, width, height)
     buf = io.BytesIO()
     image.save(buf, "PNG")
     raw = buf.getvalue()
     parts = dict(model.named_children())
-    data = api.encode(raw, quality=quality)
-    anf = {"encode": count_macs(lambda: api.encode(raw, quality=quality), parts),
+    data = api.encode(raw, quality=quality, model_id=model_id)
+    anf = {"encode": count_macs(lambda: api.encode(raw, quality=quality, model_id=model_id), parts),
            "decode (fixed point)": count_macs(lambda: api.decode(data), parts),
            "decode --fast (float32)": count_macs(lambda: api.decode(data, fast=True), parts)}
 
-    net = mbt2018_mean(quality=3, pretrained=False).eval()  # N=128, M=192, as in the speed benchmark
-    net.update(force=True)
+    net = mbt2018_mean_at(model.config.N)  # equal hidden width, as in the speed benchmark
     x = torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)[None].float() / 255
     mbt_parts = dict(net.named_children())
     with torch.inference_mode():
@@ -65,7 +64,7 @@ def run(sources: list[Path], quality: float = 4, width: int = 768, height: int =
         mbt = {"encode": count_macs(lambda: net.compress(x), mbt_parts),
                "decode": count_macs(lambda: net.decompress(enc["strings"], enc["shape"]), mbt_parts)}
     peaks = {"float32": gemm_peak(torch.float32), "float64": gemm_peak(torch.float64)}
-    return {"quality": quality, "size": f"{width}x{height}", "model": model_id, "anfcodec": anf,
+    return {"quality": quality, "size": f"{width}x{height}", "model": model_id, "mbt_width": model.config.N, "anfcodec": anf,
             "mbt2018_mean": mbt, "gemm_peak_gmac_s": peaks, "threads": torch.get_num_threads()}
 
 
@@ -88,7 +87,8 @@ def markdown(result: dict) -> str:
     f = {name: s for name, _, s in floors(result)}
     enc = f["anfcodec encode"] / f["mbt2018-mean encode"]
     dec = f["anfcodec decode --fast (float32)"] / f["mbt2018-mean decode"]
-    lines += ["", f"At equal efficiency the time ratio against mbt2018-mean is the work ratio: "
+    lines += ["", f"mbt2018-mean at N={result.get('mbt_width', 128)}, M=192 (equal hidden width). "
+              f"At equal efficiency the time ratio against mbt2018-mean is the work ratio: "
               f"encode {enc:.2f}, decode {dec:.2f} (float32 paths).", ""]
     for codec, paths in (("anfcodec", result["anfcodec"]), ("mbt2018-mean", result["mbt2018_mean"])):
         names = [n for n in next(iter(paths.values())) if n != "total"

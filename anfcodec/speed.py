@@ -6,8 +6,8 @@ so its peak RSS is that of one encode or one decode. The worker loads the
 model and warms up before the clock starts; model loading is reported apart.
 Test images are mosaics of the benchmark folder's photographs (or of
 ``examples/sample.png``) at 768x512 and 2, 6, 12 and 24 megapixels. CompressAI's
-mbt2018-mean at the same width (N=128, random weights: its speed does not
-depend on training) is timed on the 768x512 image in the same way. At 768x512 each
+mbt2018-mean at the same hidden width N as the measured model (M=192, random weights: its
+speed does not depend on training) is timed on the 768x512 image in the same way. At 768x512 each
 worker also counts the multiply-accumulates of one more run (see ``_gmac``), which tells apart how much work a codec does from how fast it does it.
 Last, whole ``anfcodec encode`` and ``decode`` commands on ``examples/sample.png``
 are timed: what a one-off shell call costs, process start included.
@@ -125,20 +125,38 @@ def count_macs(run, modules: dict | None = None) -> dict[str, float]:
     return gmac
 
 
-def worker(kind: str, src: str, dst: str, repeats: int, quality: float, count: bool = False) -> dict:
+def mbt2018_mean_at(width: int):
+    """CompressAI's mean-scale hyperprior (mbt2018-mean) at hidden width N=``width``, M=192, random
+    weights, tables built: the work and speed of a conventional autoencoder codec of that width."""
+    from compressai.models import MeanScaleHyperprior
+    net = MeanScaleHyperprior(N=width, M=192).eval()
+    net.update(force=True)
+    return net
+
+
+def model_width(model_id: str) -> int:
+    """Hidden width N of an installed model (what 'equal width' compares at)."""
+    from .zoo import find_entry
+    return int(find_entry(model_id)["config"]["N"])
+
+
+def worker(kind: str, src: str, dst: str, repeats: int, quality: float, count: bool = False,
+           model_id: str | None = None, width: int = 128) -> dict:
     """Runs in its own process: time ``repeats`` encodes or decodes of ``src``; write the last to ``dst``.
 
-    With ``count``, one more run (untimed) counts the multiply-accumulates."""
+    With ``count``, one more run (untimed) counts the multiply-accumulates. ``mbt-*`` kinds time
+    mbt2018-mean at hidden width ``width`` instead of ``model_id``."""
     import torch
     from . import api
     from .imageio import image_bytes
     from .timing import phase, record
     t0 = time.perf_counter()
     if kind.startswith("mbt"):
-        return _mbt_worker(kind, src, repeats, t0, count)
+        return _mbt_worker(kind, src, repeats, t0, count, width)
     from .zoo import default_model_id, load_model
-    load_model(default_model_id(), "cpu")
-    api.decode(api.encode(np.zeros((64, 64, 3), np.uint8), quality=quality))  # warm-up
+    model_id = model_id or default_model_id()
+    load_model(model_id, "cpu")
+    api.decode(api.encode(np.zeros((64, 64, 3), np.uint8), quality=quality, model_id=model_id))  # warm-up
     load_s = time.perf_counter() - t0
     raw = Path(src).read_bytes()
     tile = None
@@ -150,7 +168,7 @@ def worker(kind: str, src: str, dst: str, repeats: int, quality: float, count: b
         with record() as totals:
             t = time.perf_counter()
             if kind.startswith("encode"):
-                out = api.encode(raw, quality=quality, tile=tile)
+                out = api.encode(raw, quality=quality, tile=tile, model_id=model_id)
             else:
                 img = api.decode(raw, fast=kind == "decode-fast")
                 with phase("io"):
@@ -161,16 +179,15 @@ def worker(kind: str, src: str, dst: str, repeats: int, quality: float, count: b
     result = {"times": times, "phases": phases, "load_s": load_s, "peak_rss_mb": _peak_rss_mb(),
               "threads": torch.get_num_threads()}
     if count:
-        result["gmac"] = _gmac(lambda: api.encode(raw, quality=quality, tile=tile) if kind.startswith("encode")
+        result["gmac"] = _gmac(lambda: api.encode(raw, quality=quality, tile=tile, model_id=model_id)
+                               if kind.startswith("encode")
                                else api.decode(raw, fast=kind == "decode-fast"))
     return result
 
 
-def _mbt_worker(kind: str, src: str, repeats: int, t0: float, count: bool) -> dict:
+def _mbt_worker(kind: str, src: str, repeats: int, t0: float, count: bool, width: int) -> dict:
     import torch
-    from compressai.zoo import mbt2018_mean
-    net = mbt2018_mean(quality=3, pretrained=False).eval()  # N=128, M=192
-    net.update(force=True)
+    net = mbt2018_mean_at(width)
     rgb = np.asarray(Image.open(src).convert("RGB"))
     x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
     load_s = time.perf_counter() - t0
@@ -192,10 +209,11 @@ def _mbt_worker(kind: str, src: str, repeats: int, t0: float, count: bool) -> di
     return result if gmac is None else {**result, "gmac": gmac}
 
 
-def _measure(kind: str, src: Path, dst: Path, repeats: int, quality: float, count: bool = False) -> dict:
+def _measure(kind: str, src: Path, dst: Path, repeats: int, quality: float, count: bool = False,
+             model_id: str | None = None, width: int = 128) -> dict:
     t = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "anfcodec.speed", kind, str(src), str(dst), str(repeats), str(quality),
-                        "count" if count else "time"],
+                        "count" if count else "time", model_id or "", str(width)],
                        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if r.returncode:
         raise RuntimeError(f"{kind} {src.name} failed: {r.stderr.strip().splitlines()[-1:]}")
@@ -204,7 +222,10 @@ def _measure(kind: str, src: Path, dst: Path, repeats: int, quality: float, coun
     return out
 
 
-def run(sources: list[Path], quality: float = 4, repeats: int = 5, sizes=SIZES) -> dict:
+def run(sources: list[Path], quality: float = 4, repeats: int = 5, sizes=SIZES, model_id: str | None = None) -> dict:
+    from .zoo import default_model_id
+    model_id = model_id or default_model_id()
+    width = model_width(model_id)
     rows = []
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
@@ -215,23 +236,25 @@ def run(sources: list[Path], quality: float = 4, repeats: int = 5, sizes=SIZES) 
             mosaic(sources, w, h).save(png)
             n = repeats if w * h <= 768 * 512 else 1
             first = not rows
-            enc = _measure("encode", png, anf, n, quality, count=first)
+            enc = _measure("encode", png, anf, n, quality, count=first, model_id=model_id)
             bar.update(1)
-            dec = _measure("decode", anf, rec, n, quality, count=first)
+            dec = _measure("decode", anf, rec, n, quality, count=first, model_id=model_id)
             bar.update(1)
             rows.append({"size": name, "width": w, "height": h, "megapixels": w * h / 1e6, "repeats": n,
                          "encode": enc, "decode": dec, "bytes": anf.stat().st_size})
         png = tmp / "768x512.png"
-        fast = _measure("decode-fast", tmp / "768x512.anf", tmp / "fast.png", repeats, quality, count=True)
-        mbt = {k: _measure(f"mbt-{k}", png, tmp / "unused", repeats, quality, count=True) for k in ("encode", "decode")}
+        fast = _measure("decode-fast", tmp / "768x512.anf", tmp / "fast.png", repeats, quality, count=True,
+                        model_id=model_id)
+        mbt = {k: _measure(f"mbt-{k}", png, tmp / "unused", repeats, quality, count=True, width=width)
+               for k in ("encode", "decode")}
         bar.update(2)
         bar.close()
-        cli = cli_calls(SAMPLE, tmp, quality)
-    return {"quality": quality, "rows": rows, "decode_fast": fast, "mbt2018_mean": mbt, "cli": cli,
-            "cpu_count": os.cpu_count()}
+        cli = cli_calls(SAMPLE, tmp, quality, model_id)
+    return {"quality": quality, "model": model_id, "mbt_width": width, "rows": rows, "decode_fast": fast,
+            "mbt2018_mean": mbt, "cli": cli, "cpu_count": os.cpu_count()}
 
 
-def cli_calls(image: Path, tmp: Path, quality: float, repeats: int = 3) -> dict:
+def cli_calls(image: Path, tmp: Path, quality: float, model_id: str | None = None, repeats: int = 3) -> dict:
     """Wall time of whole ``anfcodec encode`` / ``decode`` commands on a small image: what a
     one-off shell call costs, process start and model loading included."""
     def call(*args) -> float:
@@ -240,7 +263,8 @@ def cli_calls(image: Path, tmp: Path, quality: float, repeats: int = 3) -> dict:
                        env={**os.environ, "PYTHONWARNINGS": "ignore"})
         return time.perf_counter() - t
     anf = tmp / "cli.anf"
-    enc = [call("encode", image, "-o", anf, "-q", quality, "-f") for _ in range(repeats)]
+    model = ["--model", model_id] if model_id else []
+    enc = [call("encode", image, "-o", anf, "-q", quality, "-f", *model) for _ in range(repeats)]
     dec = [call("decode", anf, "-o", tmp / "cli.png", "-f") for _ in range(repeats)]
     with Image.open(image) as im:
         size = "x".join(map(str, im.size))
@@ -251,7 +275,8 @@ def markdown(result: dict) -> str:
     def med(m):
         return statistics.median(m["times"])
 
-    lines = [f"Quality {result['quality']:g}, {result['cpu_count']} CPU cores; codec time is the median of the "
+    model = f"model {result['model']}, " if "model" in result else ""
+    lines = [f"{model}Quality {result['quality']:g}, {result['cpu_count']} CPU cores; codec time is the median of the "
              "repeats inside one warm process (model loaded), peak RSS is that process's.", "",
              "| image | encode s | decode s | encode s/MP | decode s/MP | peak RSS enc / dec (MB) | "
              "encode split model / entropy / io | decode split model / entropy / io |",
@@ -279,7 +304,7 @@ def markdown(result: dict) -> str:
               f"| anfcodec | {med(enc):.2f} | {med(dec):.2f} | {gmac(enc)} | {gmac(dec)} |",
               f"| anfcodec decode --fast (float32 synthesis, not bit-exact across machines) | | "
               f"{med(fast):.2f} | | {gmac(fast)} |",
-              f"| CompressAI mbt2018-mean (N=128, M=192) | {med(mbt['encode']):.2f} | {med(mbt['decode']):.2f} | "
+              f"| CompressAI mbt2018-mean (N={result.get('mbt_width', 128)}, M=192) | {med(mbt['encode']):.2f} | {med(mbt['decode']):.2f} | "
               f"{gmac(mbt['encode'])} | {gmac(mbt['decode'])} |",
               f"| ratio anfcodec / mbt2018-mean | {med(enc) / med(mbt['encode']):.2f} | "
               f"{med(dec) / med(mbt['decode']):.2f} | {ratio(enc, mbt['encode'], 'gmac')} | "
@@ -294,5 +319,6 @@ def markdown(result: dict) -> str:
 
 
 if __name__ == "__main__":
-    kind, src, dst, repeats, quality, mode = sys.argv[1:7]
-    print(json.dumps(worker(kind, src, dst, int(repeats), float(quality), count=mode == "count")))
+    kind, src, dst, repeats, quality, mode, model_id, width = sys.argv[1:9]
+    print(json.dumps(worker(kind, src, dst, int(repeats), float(quality), count=mode == "count",
+                            model_id=model_id or None, width=int(width))))
