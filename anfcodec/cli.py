@@ -348,6 +348,8 @@ def _draw_split_map(input: str, raw: bytes, d: dict, out: str, force: bool) -> N
 @click.option("--width", "N", type=click.IntRange(8), default=None,
               help="Hidden width N of a new run; ignored when resuming. With --init, the initial weights' "
                    "flow branches are narrowed to N (a faster model that starts from trained weights).")
+@click.option("--qe-width", type=click.IntRange(4), default=None,
+              help="Post-filter width of a new run; with --init, the initial post-filter is narrowed to it.")
 @click.option("--init", default=None, metavar="WEIGHTS",
               help="Start a new run from these weights, a file or an installed model id (e.g. anfic-n128-m256), "
                    "instead of the DCT warm start.")
@@ -365,7 +367,7 @@ def _draw_split_map(input: str, raw: bytes, d: dict, out: str, force: bool) -> N
                    "spin against each other (a step went from 0.5 s to 40 s).")
 @click.option("--device", default=None, help="Where to train, e.g. cpu or cuda [default: cuda when present]. "
               "GPU time is logged apart from CPU time in the run's counters and the manifest.")
-def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, init, lambdas, quantizer, arch, max_steps,
+def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, qe_width, init, lambdas, quantizer, arch, max_steps,
           threads, device):
     """Train (or resume training) the model on a folder of photographs."""
     from .models.anfic import ANFICConfig
@@ -379,10 +381,12 @@ def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, i
                                      param_hint="--init") from None
     init = Path(init) if init is not None else None
     config = ANFICConfig()
-    config.M, config.N = M or config.M, N or config.N
+    config.M, config.N, config.qe_width = M or config.M, N or config.N, qe_width or config.qe_width
+    widths = {k: v for k, v in (("N", N), ("qe_width", qe_width)) if v is not None}
     opts = TrainOptions(run_dir=run_dir, minutes=minutes, batch=batch, crop=crop, lr=lr, lr_final=lr_final, bf16=bf16, seed=seed,
                         config=config.to_dict(), init=init, quantizer=quantizer, threads=threads,
-                        arch=arch, max_steps=max_steps, device=device, width=N if init is not None else None)
+                        arch=arch, max_steps=max_steps, device=device,
+                        widths=widths if init is not None else None)
     if lambdas is not None:
         try:
             opts.lambdas = tuple(float(v) for v in lambdas.split(","))

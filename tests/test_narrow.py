@@ -4,7 +4,7 @@ import torch
 
 from anfcodec.entropy_models import GDN
 from anfcodec.models import ANFICCheckerboard, build_model
-from anfcodec.training.narrow import BRANCHES, _narrow_gdn, narrow_state_dict
+from anfcodec.training.narrow import STACKS, _narrow_gdn, narrow_state_dict
 from conftest import synthetic_image
 
 SMALL = {"arch": "anfic-ckbd", "N": 16, "M": 64, "hyper_N": 16, "qe_width": 8, "context_N": 16, "fusion_N": 32}
@@ -15,7 +15,7 @@ def _trained_like(seed: int = 0) -> ANFICCheckerboard:
     torch.manual_seed(seed)
     model = build_model(SMALL)
     with torch.no_grad():
-        for name in BRANCHES:
+        for name in STACKS:
             last = model.get_submodule(name)[-1]
             last.weight.normal_(0, 0.05)
     return model.eval()
@@ -29,7 +29,7 @@ def _crops() -> torch.Tensor:
 def test_narrowing_to_the_same_width_keeps_the_model():
     model, x = _trained_like(), _crops()
     same = build_model(SMALL)
-    same.load_state_dict(narrow_state_dict(model, 16, x))
+    same.load_state_dict(narrow_state_dict(model, {"N": 16, "qe_width": 8}, x))
     same.eval()
     with torch.no_grad():
         for a, b in zip(model.flow_forward(x - 0.5), same.flow_forward(x - 0.5)):
@@ -38,15 +38,15 @@ def test_narrowing_to_the_same_width_keeps_the_model():
 
 def test_a_narrowed_model_loads_at_its_width_and_codes():
     model, x = _trained_like(), _crops()
-    narrow = build_model({**SMALL, "N": 8})
-    narrow.load_state_dict(narrow_state_dict(model, 8, x))  # strict: every shape matches N=8
+    narrow = build_model({**SMALL, "N": 8, "qe_width": 4})
+    narrow.load_state_dict(narrow_state_dict(model, {"N": 8, "qe_width": 4}, x))  # strict: every shape matches
     narrow.eval()
     symbols = narrow.compress(x[:1], quality=4)
     rec = narrow.decompress(symbols, quality=4)
     assert rec.shape == x[:1].shape
     # Everything outside the branches is copied as it was.
     for name, value in model.state_dict().items():
-        if not name.startswith(BRANCHES):
+        if not name.startswith(tuple(STACKS)):
             assert torch.equal(narrow.state_dict()[name], value), name
 
 
@@ -55,7 +55,7 @@ def test_channels_that_feed_nothing_are_the_ones_dropped():
     g_a2 = model.g_a2
     with torch.no_grad():
         g_a2[2].weight[:, :8] = 0  # hidden channels 0..7 of the first layer reach nothing downstream
-    state = narrow_state_dict(model, 8, x)
+    state = narrow_state_dict(model, {"N": 8}, x)
     assert torch.equal(state["g_a2.0.weight"], g_a2[0].weight[8:])
     assert torch.equal(state["g_a2.0.bias"], g_a2[0].bias[8:])
 
@@ -83,8 +83,28 @@ def test_training_with_a_width_narrows_the_initial_weights(tmp_path):
     init = tmp_path / "wide.pt"
     torch.save(_trained_like().state_dict(), init)
     opts = TrainOptions(run_dir=tmp_path / "run", data=data, crop=64, batch=2, val_size=64, max_steps=1,
-                        config=dict(SMALL), init=init, width=8, threads=torch.get_num_threads(), bf16=False)
+                        config=dict(SMALL), init=init, widths={"N": 8, "qe_width": 4}, threads=torch.get_num_threads(), bf16=False)
     train(opts)
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
-    assert state["config"]["N"] == 8 and state["counters"]["step"] == 1
+    assert state["config"]["N"] == 8 and state["config"]["qe_width"] == 4 and state["counters"]["step"] == 1
     assert state["model"]["g_s2.2.weight"].shape[:2] == (8, 8)
+
+
+def test_dropped_channels_leave_their_mean_in_the_next_bias():
+    """Channels that are constant on the calibration images are dropped without changing the output."""
+    model, x = _trained_like(), _crops()
+    post = model.post_filter.net
+    with torch.no_grad():
+        post[0].weight[:4] = 0   # first hidden layer, channels 0..3: a constant (their bias) everywhere
+        post[0].bias[:4] = torch.tensor([0.3, 0.1, 0.7, 0.2])
+        post[2].weight[:, :4] *= 0.01  # and weak downstream, so these are the ones dropped
+        post[0].weight[4:] *= 10       # (the others carry real signal)
+        post[2].weight[4:] = 0   # second hidden layer, channels 4..7: zero everywhere
+        post[2].bias[4:] = 0
+    narrow = build_model({**SMALL, "qe_width": 4})
+    narrow.load_state_dict(narrow_state_dict(model, {"qe_width": 4}, x))
+    inner = x - 0.5
+    with torch.no_grad():
+        wide_out, narrow_out = post(inner.clone()), narrow.post_filter.net(inner.clone())
+    # Away from the zero-padded border, the constant channels' contribution moved into the bias exactly.
+    torch.testing.assert_close(narrow_out[..., 2:-2, 2:-2], wide_out[..., 2:-2, 2:-2], rtol=1e-4, atol=1e-6)

@@ -52,7 +52,7 @@ class TrainOptions:
     log_every: int = 50
     init: Path | None = None   # start from these weights instead of the DCT warm start
     arch: str | None = None    # architecture of a new run (e.g. grow --init ANFIC weights into "ms-anfic")
-    width: int | None = None   # narrow the --init weights' flow branches to this hidden width N
+    widths: dict | None = None  # narrow the --init weights to these widths, e.g. {"N": 64, "qe_width": 16}
     max_steps: int | None = None  # stop at this cumulative step count (equal-step ablations)
     lambdas: tuple | None = None  # retarget the qualities of a resumed or initialised run
     quantizer: str | None = None  # switch a run's latent quantizer ("fixed" or "mean")
@@ -198,13 +198,14 @@ def train(opts: TrainOptions) -> Path:
     if state is None and opts.init is not None:
         model.init_from(load_state_dict_file(opts.init))
         counters.update(_shipped_counters(shipped))
-        if opts.width is not None and opts.width != model.config.N:
+        widths = {k: v for k, v in (opts.widths or {}).items() if v != getattr(model.config, k)}
+        if widths:
             calibration = validation_crops(images[:16], min(256, *(min(v.shape[1:]) for v in images[:16])))
-            narrowed = narrow_state_dict(model, opts.width, calibration.to(device))
-            config = {**config, "N": opts.width}
+            narrowed = narrow_state_dict(model, widths, calibration.to(device))
+            config = {**config, **widths}
             model = build_model(config)
             model.load_state_dict(narrowed)
-            tqdm.write(f"flow branches narrowed to N={opts.width} from {opts.init}")
+            tqdm.write(f"narrowed {opts.init} to {widths}")
     main_params, gain_params, fresh_params, aux_params = _param_groups(model)
     # The per-quality gains set each quality's operating point; at the transforms' learning rate
     # they drift there over thousands of steps, so they get a larger one. So do the small modules
