@@ -38,9 +38,18 @@ def to_grid(x: torch.Tensor, bits: int = ACT_BITS) -> torch.Tensor:
     return torch.round(x.double() * 2.0**bits)
 
 
+def abs_max(a: torch.Tensor) -> float:
+    """max |a| (0 for an empty tensor). One min/max pass: ``linalg.vector_norm(a, inf)`` measured
+    10-35 times slower on float64 activations and cost 0.1 s of a 768x512 decode."""
+    if not a.numel():
+        return 0.0
+    lo, hi = torch.aminmax(a)
+    return max(-lo.item(), hi.item())
+
+
 def _check(a: torch.Tensor, fan: float, bias_max: float) -> None:
     """Refuse a convolution whose worst-case partial sum could leave exact float64 integers."""
-    if a.numel() and torch.linalg.vector_norm(a, float("inf")).item() * fan + bias_max >= _EXACT_LIMIT:
+    if abs_max(a) * fan + bias_max >= _EXACT_LIMIT:
         raise ExactnessError("fixed-point convolution would exceed 2^52")
 
 
@@ -201,7 +210,7 @@ class ExactSequential:
                 # norm = beta + gamma * x^2, with x^2 requantized to the activation grid first. The
                 # 1x1 convolution has no spatial reach, so it runs in bands of rows, in place: one
                 # full-size activation alive instead of three (x, x^2 and the norm).
-                a_max = torch.linalg.vector_norm(a, float("inf")).item() if a.numel() else 0.0
+                a_max = abs_max(a)
                 if a_max >= 2.0**26:
                     raise ExactnessError("fixed-point GDN input would exceed 2^26")
                 if round(a_max * a_max * 2.0**-A) * fan + bias_max >= _EXACT_LIMIT:  # = max of x^2 below
