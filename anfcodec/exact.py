@@ -53,7 +53,10 @@ def _check(a: torch.Tensor, fan: float, bias_max: float) -> None:
         raise ExactnessError("fixed-point convolution would exceed 2^52")
 
 
-STRIP_BYTES = 64 << 20  # float64 convolutions unfold their input; strips keep that buffer this small
+# float64 convolutions unfold their input; strips keep that buffer this small. Small enough to stay in
+# cache between the unfold and the matrix product that reads it: a 768x512 exact decode took 3.23 s with
+# 64 MB strips, 1.88 s with 8 MB, 1.83 s with 4 MB and 1.85 s with 2 MB (same pixels).
+STRIP_BYTES = 4 << 20
 
 
 def strip_conv(a: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: int = 1,
