@@ -94,7 +94,7 @@ def main():
                    "[default: 0 at low qualities, ramping to 1 where it pays off in rate-distortion].")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
               help="Where the model runs [default: cuda if available, else cpu].")
-@click.option("--model", "model_id", default=None, help="Model id from weights/manifest.json [default: the shipped default].")
+@click.option("--model", "model_id", default=None, help="Model id ('anfcodec models' lists them) [default: the shipped default].")
 @click.option("--max-pixels", type=click.IntRange(1), default=None, help="Refuse larger inputs [default: 268 MP].")
 @click.option("--target-bpp", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Pick the quality whose file is closest to this many bits per pixel.")
@@ -259,6 +259,37 @@ def _run_batch(kind: str, inputs: tuple, out_dir: Path, suffix: str, options: di
     click.echo(batch.summary(kind, results), err=True)
     if not all(r.ok for r in results):
         sys.exit(EXIT_BAD_INPUT)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest entries as JSON.")
+def models(as_json):
+    """List the installed models (choose one with encode --model ID).
+
+    \b
+    Files name the model and weights they were coded with, so decode picks
+    the right one by itself; older releases stay installed for their files.
+    The default is the best rate-distortion model; the narrower ones code
+    faster at some cost in rate (docs/RESULTS.md has both measured).
+    """
+    from .zoo import manifest
+    man = manifest()
+    if as_json:
+        click.echo(json.dumps(man["models"], indent=1))
+        return
+    for model_id, e in man["models"].items():
+        c, t = e["config"], e.get("training", {})
+        default = "  (default)" if model_id == man.get("default") else ""
+        click.echo(f"{model_id}{default}")
+        click.echo(f"  {c['arch']}, width N={c['N']}, latent M={c['M']}, post-filter {c.get('qe_width', '?')}, "
+                   f"{e['parameters'] / 1e6:.1f} M parameters, weights {e['sha256'][:16]}")
+        if t:
+            click.echo(f"  trained {t['steps']} steps: {t['cpu_hours']:g} CPU core-hours, "
+                       f"{t.get('gpu_hours', 0):g} GPU hours")
+    previous = man.get("previous", [])
+    if previous:
+        click.echo(f"{len(previous)} earlier release(s) kept to decode their files: "
+                   + ", ".join(f"{p['id']} {p['sha256'][:8]}" for p in previous))
 
 
 @main.command()

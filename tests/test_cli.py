@@ -166,3 +166,18 @@ def test_tile_option(tmp_path):
     assert r.returncode == 0 and b"tile" not in r.stderr
     r = run_cli("encode", SAMPLE, "-o", tmp_path / "bad.anf", "--tile", "100")
     assert r.returncode == 2 and b"multiple of 64" in r.stderr
+
+
+def test_models_lists_every_installed_model_and_the_default_without_torch():
+    from anfcodec.zoo import manifest
+    code = ("import sys; sys.modules['torch'] = None; "
+            "from anfcodec.cli import main; main(['models'])")
+    import subprocess
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    man = manifest()
+    for model_id in man["models"]:
+        assert model_id in r.stdout
+    assert f"{man['default']}  (default)" in r.stdout
+    listed = json.loads(run_cli("models", "--json").stdout)
+    assert listed.keys() == man["models"].keys()
