@@ -5,7 +5,7 @@ BIN      = $(VENV)/bin
 DATA    ?= ../shared/data
 MINUTES ?= 60
 
-.PHONY: install demo test test-fast bench bench-generations bench-high-rate bench-speed bench-memory bench-floor train export clean fuzz determinism ablation-ms ablation-ms-long ablation-bench
+.PHONY: install demo test test-fast bench bench-generations bench-high-rate bench-speed bench-speed-fast bench-memory bench-floor train train-fast export export-fast clean fuzz determinism ablation-ms ablation-ms-long ablation-bench
 
 $(BIN)/anfcodec: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,15 @@ train: install  ## resume runs/$(RUN), or start it from the shipped weights; nic
 export: install  ## ship the best checkpoint of runs/$(RUN) as weights/
 	$(BIN)/anfcodec export runs/$(RUN)/best.pt
 
+# The narrow (fast) model: the shipped default's flow branches narrowed to N=64 and its post-filter to 16
+# channels (anfcodec/training/narrow.py), then fine-tuned with a cosine 1e-4 -> 1e-5 over 128 minutes.
+train-fast: install  ## resume runs/$(FAST_MODEL), or narrow the default into it; nice'd
+	nice -n 10 $(BIN)/anfcodec train --run-dir runs/$(FAST_MODEL) --data $(DATA)/train --minutes 128 --batch 8 \
+	  --lr 1e-4 --lr-final 1e-5 $$(test -f runs/$(FAST_MODEL)/last.pt || echo --init $(RUN) --width 64 --qe-width 16)
+
+export-fast: install  ## ship the best checkpoint of runs/$(FAST_MODEL) beside the default
+	$(BIN)/anfcodec export runs/$(FAST_MODEL)/best.pt --model-id $(FAST_MODEL) --no-default
+
 clean:
 	rm -rf examples/sample.anf examples/sample-decoded.png .pytest_cache
 
@@ -50,6 +59,11 @@ bench-high-rate: install  ## near-lossless/lossless on 3 Kodak images vs JPEG XL
 
 bench-speed: install  ## time and peak memory from 768x512 to 24 MP, vs mbt2018-mean -> docs/bench/speed.*
 	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --speed --qualities 4
+
+FAST_MODEL ?= anfic-ckbd-n64-m256
+bench-speed-fast: install  ## the narrow model at 768x512 and 2 MP, vs mbt2018-mean at its width -> docs/bench/fast/speed.*
+	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/fast --speed --qualities 4 --max-mp 2.1 --model $(FAST_MODEL)
+	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/fast --floor --qualities 4 --model $(FAST_MODEL)
 
 bench-memory: install  ## peak memory of untiled coding from 0.4 to 2.7 MP: where tiling must start -> docs/bench/memory.*
 	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --memory --qualities 4

@@ -526,12 +526,14 @@ def bench(folder, out, qualities, classical, reuse_classical, classical_from, an
 @click.argument("checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 @click.option("--model-id", default=None, help="[default: anfic-n<N>-m<M> from the checkpoint's config]")
 @click.option("--weights-dir", type=click.Path(path_type=Path), default=None, help="[default: the package's weights/]")
-def export_cmd(checkpoint, model_id, weights_dir):
+@click.option("--default/--no-default", "make_default", default=True, show_default=True,
+              help="Make this model the one encode uses without --model.")
+def export_cmd(checkpoint, model_id, weights_dir, make_default):
     """Ship a training checkpoint as weights/<model-id>.pt and update the manifest."""
     from .training.export import export, default_model_id
     from .zoo import WEIGHTS_DIR
     model_id = model_id or default_model_id(checkpoint)
-    entry = export(checkpoint, weights_dir or WEIGHTS_DIR, model_id)
+    entry = export(checkpoint, weights_dir or WEIGHTS_DIR, model_id, make_default=make_default)
     click.echo(f"exported {model_id}: sha256 {entry['sha256'][:16]}, {entry['training']['steps']} steps")
 
 

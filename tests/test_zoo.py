@@ -45,3 +45,11 @@ def test_kept_files_of_every_shipped_model_decode_to_their_recorded_pixels(path)
     from PIL import Image
     expected = np.asarray(Image.open(path.with_suffix(".png")))
     assert np.array_equal(np.asarray(api.decode(path.read_bytes())), expected)
+
+
+def test_a_model_exported_beside_the_default_leaves_the_default(tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path)
+    export(_checkpoint(tmp_path / "a.ckpt", 1), tmp_path, "best")
+    export(_checkpoint(tmp_path / "b.ckpt", 2), tmp_path, "fast", make_default=False)
+    man = zoo.manifest(tmp_path)
+    assert man["default"] == "best" and set(man["models"]) == {"best", "fast"}
