@@ -463,7 +463,8 @@ def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, q
               help="With --speed: skip image sizes above MP megapixels (a quick run).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first LIMIT images.")
 @click.option("--model", "model_id", default=None,
-              help="anfcodec model id to measure (RD curves, --speed, --floor) [default: the shipped default].")
+              help="anfcodec model id to measure (RD curves, --generations, --speed, --floor) "
+                   "[default: the shipped default].")
 @click.option("--compare", multiple=True, metavar="LABEL=BENCH.json",
               help="Also show an earlier run's anfcodec curve and the BD-rate against it, overall and per image "
                    "(e.g. an ablation's other arm). Repeatable.")
@@ -490,7 +491,7 @@ def bench(folder, out, qualities, classical, reuse_classical, classical_from, an
         if not images:
             raise click.ClickException(f"no PNG images in {folder}")
         if generations:
-            module, name, result = gen, "generations", gen.run(images, qs, generations)
+            module, name, result = gen, "generations", gen.run(images, qs, generations, model_id=model_id)
         elif high_rate:
             module, name, result = highrate, "highrate", highrate.run(images)
         elif tiling:

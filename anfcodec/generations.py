@@ -21,12 +21,13 @@ from .metrics import psnr
 CLASSICAL = {"JPEG 4:2:0": ("JPEG", {}), "WebP m6": ("WEBP", {"method": 6})}
 
 
-def anf_chain(rgb: np.ndarray, quality: float, generations: int) -> list[tuple[float, float]]:
+def anf_chain(rgb: np.ndarray, quality: float, generations: int,
+              model_id: str | None = None) -> list[tuple[float, float]]:
     """(bpp, PSNR vs the original) for each generation of anfcodec at ``quality``."""
     from . import api
     cur, out = rgb, []
     for _ in range(generations):
-        data = api.encode(cur, quality=quality)
+        data = api.encode(cur, quality=quality, model_id=model_id)
         cur = np.asarray(api.decode(data))
         out.append((8 * len(data) / (rgb.shape[0] * rgb.shape[1]), psnr(rgb, cur)))
     return out
@@ -54,15 +55,17 @@ def matched_setting(rgb: np.ndarray, fmt: str, extra: dict, target_bpp: float) -
     return min((lo, hi), key=lambda s: abs(pillow_chain(rgb, fmt, s, extra, 1)[0][0] - target_bpp))
 
 
-def run(images: list[Path], qualities: list[float], generations: int = 10) -> dict:
+def run(images: list[Path], qualities: list[float], generations: int = 10, model_id: str | None = None) -> dict:
     """Mean bpp and PSNR per generation, per anfcodec quality, for anfcodec and the matched classical codecs."""
     result = {"images": [p.name for p in images], "generations": generations, "rows": []}
+    if model_id:
+        result["model"] = model_id
     bar = tqdm(total=len(images) * len(qualities), desc="generations", unit="img")
     for q in qualities:
         chains: dict[str, list] = {"anfcodec": []}
         for path in images:
             rgb = np.asarray(Image.open(path).convert("RGB"))
-            anf = anf_chain(rgb, q, generations)
+            anf = anf_chain(rgb, q, generations, model_id)
             chains["anfcodec"].append(anf)
             for name, (fmt, extra) in CLASSICAL.items():
                 setting = matched_setting(rgb, fmt, extra, anf[0][0])
@@ -79,7 +82,8 @@ def run(images: list[Path], qualities: list[float], generations: int = 10) -> di
 def markdown(result: dict) -> str:
     n = result["generations"]
     shown = sorted({1, 2, 5, n} & set(range(1, n + 1)))
-    lines = [f"Images: {', '.join(result['images'])}; {n} generations; JPEG and WebP at the setting whose "
+    model = f"Model {result['model']}. " if "model" in result else ""
+    lines = [f"{model}Images: {', '.join(result['images'])}; {n} generations; JPEG and WebP at the setting whose "
              "first-generation rate matches anfcodec's on each image.", "",
              "| anfcodec quality | codec | bpp (gen 1) | " + " | ".join(f"PSNR gen {g}" for g in shown)
              + f" | loss gen 1 to {n} (dB) |",
