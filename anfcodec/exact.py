@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import intmm
 from .entropy_models import GDN
 
 ACT_BITS = 10       # entropy parameters: activations on a 2^-10 grid
@@ -43,26 +44,103 @@ def abs_max(a: torch.Tensor) -> float:
     10-35 times slower on float64 activations and cost 0.1 s of a 768x512 decode."""
     if not a.numel():
         return 0.0
+    if a.dim() == 4 and not a.is_contiguous() and a.is_contiguous(memory_format=torch.channels_last):
+        a = a.permute(0, 2, 3, 1)  # a contiguous view: aminmax over channels_last strides was 23x slower
     lo, hi = torch.aminmax(a)
     return max(-lo.item(), hi.item())
 
 
-def _check(a: torch.Tensor, fan: float, bias_max: float) -> None:
-    """Refuse a convolution whose worst-case partial sum could leave exact float64 integers."""
-    if abs_max(a) * fan + bias_max >= _EXACT_LIMIT:
+def _check(a: torch.Tensor, fan: float, bias_max: float) -> float:
+    """Refuse a convolution whose worst-case partial sum could leave exact float64 integers; max |a|."""
+    a_max = abs_max(a)
+    if a_max * fan + bias_max >= _EXACT_LIMIT:
         raise ExactnessError("fixed-point convolution would exceed 2^52")
+    return a_max
 
 
 # float64 convolutions unfold their input; strips keep that buffer this small. Small enough to stay in
 # cache between the unfold and the matrix product that reads it: a 768x512 exact decode took 3.23 s with
 # 64 MB strips, 1.88 s with 8 MB, 1.83 s with 4 MB and 1.85 s with 2 MB (same pixels).
 STRIP_BYTES = 4 << 20
+MIN_DIGIT_DEPTH = 256  # shallowest convolution (C_in * k^2) that takes the int8 digit products
 
 
-def strip_conv(a: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride: int = 1,
-               pad: tuple[int, int] = (0, 0), shuffle: int = 1) -> torch.Tensor:
+class Kernel:
+    """Fixed-point convolution weights [C_out, C_in, k, k] and bias (integer-valued float64), with the
+    int8 digit form of their matrix product (``intmm``) made once, on first use."""
+
+    def __init__(self, w: torch.Tensor, b: torch.Tensor | None = None):
+        self.w, self.b = w, b
+        self._digits: intmm.DigitMatrix | None = None
+        self.bias_max = _abs_max(b)
+
+    def to(self, device: torch.device) -> "Kernel":
+        if self.w.device != device:
+            self.w = self.w.to(device)
+            self.b = None if self.b is None else self.b.to(device)
+        return self
+
+    def use_digits(self, a: torch.Tensor) -> bool:
+        """Whether the int8 digit products are the faster form here. Their fixed costs (splitting,
+        unfolding, combining m + n - 1 results) pay off only for deep products: on the fast model,
+        K = 576..6400 ran 1.2-2.6 times faster than float64, while the post-filter (K = 27, 144), the
+        tap products of narrow layers and GDN (K = 64) ran 1.1-3 times slower."""
+        c_out, c_in, k, _ = self.w.shape
+        depth = c_in * k * k
+        # The products concatenate up to min(digits of a, digits of w) planes along the inner dimension.
+        bits = intmm.digit_bits(a.device.type)
+        return bits > 0 and MIN_DIGIT_DEPTH <= depth and 4 * depth <= intmm.max_depth(bits)
+
+    def matmul(self, cols: torch.Tensor, max_abs: float) -> torch.Tensor:
+        """Digits [M, m, K] of the unfolded input (K in (ky, kx, c) order, which makes each kernel
+        row one contiguous run of an NHWC input) -> products plus bias, float64 [M, C_out]."""
+        if self._digits is None:
+            c_out, c_in, k, _ = self.w.shape
+            self._digits = intmm.DigitMatrix(self.w.permute(2, 3, 1, 0).reshape(k * k * c_in, c_out).cpu(),
+                                             intmm.digit_bits())
+        acc = self._digits.rmatmul(cols, max_abs, self.bias_max)
+        return acc if self.b is None else acc.add_(self.b)
+
+
+def _nhwc_digits(x: torch.Tensor, max_abs: float, bits: int) -> torch.Tensor:
+    """Integer-valued float64 [B, C, H, W] with |x| <= max_abs -> int8 digits [n, B, H, W, C]."""
+    n = intmm.digits_for(max_abs, bits)
+    return intmm.split_digits(intmm.to_int(x.permute(0, 2, 3, 1), max_abs), n, bits)
+
+
+def _im2col(d: torch.Tensor, k: int, stride: int) -> torch.Tensor:
+    """Digits [n, B, H, W, C] -> unfolded [B * H_out * W_out, n, k * k * C], columns in (ky, kx, c) order.
+
+    In NHWC the k * C values of one kernel row are contiguous, so each of the n * k copies moves
+    runs of k * C bytes; an int8 unfold is 8 times smaller than float64's."""
+    n, b, h, w, c = d.shape
+    h_out, w_out = (h - k) // stride + 1, (w - k) // stride + 1
+    out = d.new_empty(b, h_out, w_out, n, k, k * c)
+    s = d.stride()
+    for i in range(n):
+        for dy in range(k):
+            out[:, :, :, i, dy] = d.as_strided((b, h_out, w_out, k * c), (s[1], stride * s[2], stride * c, 1),
+                                               d.storage_offset() + i * s[0] + dy * s[2])
+    return out.view(b * h_out * w_out, n, k * k * c)
+
+
+def _conv(x: torch.Tensor, kernel: Kernel, stride: int, max_abs: float | None = None) -> torch.Tensor:
+    """Unpadded conv2d of ``x`` (|x| <= max_abs, where the caller knows it) with integer results, as
+    int8 digit products where those are faster."""
+    if not kernel.use_digits(x):
+        return F.conv2d(x, kernel.w, kernel.b, stride=stride)
+    max_abs = abs_max(x) if max_abs is None else max_abs
+    c_out, _, k, _ = kernel.w.shape
+    b, h_out, w_out = x.shape[0], (x.shape[2] - k) // stride + 1, (x.shape[3] - k) // stride + 1
+    cols = _im2col(_nhwc_digits(x, max_abs, intmm.digit_bits()), k, stride)
+    return kernel.matmul(cols, max_abs).view(b, h_out, w_out, c_out).permute(0, 3, 1, 2)
+
+
+def strip_conv(a: torch.Tensor, w: torch.Tensor | Kernel, b: torch.Tensor | None = None, stride: int = 1,
+               pad: tuple[int, int] = (0, 0), shuffle: int = 1, max_abs: float | None = None) -> torch.Tensor:
     """conv2d of ``a`` (zero-padded by ``pad`` = (before, after) on both axes), in strips of output rows,
-    optionally followed by ``pixel_shuffle(shuffle)``.
+    optionally followed by ``pixel_shuffle(shuffle)``. ``w`` is a ``Kernel`` (with its bias) or a
+    weight tensor with bias ``b``; ``max_abs`` is max |a| where the caller knows it.
 
     PyTorch's float64 convolution unfolds its whole input (C_in * k^2 values per output
     sample: 2.4 GB for one layer of a 1024-pixel tile). Computing bands of output rows
@@ -70,12 +148,16 @@ def strip_conv(a: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride:
     preallocated result avoids a second full-size copy; with integer arithmetic the
     result is bit-identical to one call. Layers with few outputs take ``narrow_conv``.
     """
-    c_out, c_in, k, _ = w.shape
+    kernel = w if isinstance(w, Kernel) else Kernel(w, b)
+    c_out, c_in, k, _ = kernel.w.shape
     h, w_pad = a.shape[-2], a.shape[-1] + pad[0] + pad[1]
     h_out = (h + pad[0] + pad[1] - k) // stride + 1
     w_out = (w_pad - k) // stride + 1
     narrow = stride == 1 and 4 * c_out <= c_in
-    row_bytes = 8 * k * k * (c_out * w_pad if narrow else c_in * max(w_out, 1))
+    if not narrow and kernel.use_digits(a):  # 2-3 int8 digit planes of the unfold; int32 products, float64 sums
+        row_bytes = max(w_out, 1) * (3 * k * k * c_in + 32 * c_out)
+    else:
+        row_bytes = 8 * k * k * (c_out * w_pad if narrow else c_in * max(w_out, 1))
     rows = max(1, STRIP_BYTES // row_bytes)
 
     def conv(r0: int, r1: int) -> torch.Tensor:
@@ -85,11 +167,12 @@ def strip_conv(a: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride:
         x = a[..., max(lo, 0):min(hi, h), :]
         if any(pad):
             x = F.pad(x, (pad[0], pad[1], max(-lo, 0), max(hi - h, 0)))
-        return narrow_conv(x, w, b) if narrow else F.conv2d(x, w, b, stride=stride)
+        return narrow_conv(x, kernel) if narrow else _conv(x, kernel, stride, max_abs)
     if rows >= h_out:
         r = conv(0, h_out)
         return F.pixel_shuffle(r, shuffle) if shuffle > 1 else r
-    out = a.new_empty(a.shape[0], c_out // shuffle**2, h_out * shuffle, w_out * shuffle)
+    out = torch.empty(a.shape[0], c_out // shuffle**2, h_out * shuffle, w_out * shuffle, dtype=a.dtype, device=a.device,
+                      memory_format=torch.channels_last)
     for r0 in range(0, h_out, rows):
         r1 = min(r0 + rows, h_out)
         band = conv(r0, r1)
@@ -97,18 +180,19 @@ def strip_conv(a: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride:
     return out
 
 
-def narrow_conv(a: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+def narrow_conv(a: torch.Tensor, w: torch.Tensor | Kernel, b: torch.Tensor | None = None) -> torch.Tensor:
     """Unpadded stride-1 conv2d for layers with few output channels (the last layer of a synthesis).
 
     Unfolding would write C_in * k^2 values per pixel to feed only C_out outputs; instead one
     matrix product gives every tap's contribution (C_out * k^2 values per pixel) and shifted
     sums combine them: 3-4 times faster for 128 -> 12 or 32 -> 3 channels, and still exact
-    integer arithmetic.
+    integer arithmetic. (Its products are too shallow, K = C_in, for the int8 digit form.)
     """
-    c_out, c_in, kh, kw = w.shape
+    kernel = w if isinstance(w, Kernel) else Kernel(w, b)
+    c_out, c_in, kh, kw = kernel.w.shape
     h, wd = a.shape[-2] - kh + 1, a.shape[-1] - kw + 1
-    taps = w.permute(1, 2, 3, 0).reshape(c_in, kh * kw * c_out)
-    out = a.new_empty(a.shape[0], c_out, h, wd)
+    taps = kernel.w.permute(1, 2, 3, 0).reshape(c_in, kh * kw * c_out)
+    out = torch.empty(a.shape[0], h, wd, c_out, dtype=a.dtype, device=a.device)
     for i in range(a.shape[0]):
         part = torch.matmul(a[i].permute(1, 2, 0), taps).view(a.shape[-2], a.shape[-1], kh, kw, c_out)
         acc = part[:h, :wd, 0, 0].clone()
@@ -116,8 +200,9 @@ def narrow_conv(a: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> tor
             for dx in range(kw):
                 if dy or dx:
                     acc += part[dy:dy + h, dx:dx + wd, dy, dx]
-        out[i] = acc.permute(2, 0, 1)
-    return out if b is None else out.add_(b.view(1, -1, 1, 1))
+        out[i] = acc
+    out = out.permute(0, 3, 1, 2)  # channels_last, as the digit products leave their results
+    return out if kernel.b is None else out.add_(kernel.b.view(1, -1, 1, 1))
 
 
 def _abs_max(b: torch.Tensor | None) -> float:
@@ -177,16 +262,16 @@ class ExactSequential:
                     s, (w, before, after) = layer.stride[0], subpixel_kernel(w, layer.stride[0], layer.padding[0])
                     b = None if b is None else b.repeat_interleave(s * s)
                     kind, layer = "shuffle", (s, before, after)
-                self.layers.append((kind, w, b, layer, fan, _abs_max(b)))
+                self.layers.append((kind, Kernel(w, b), layer, fan, _abs_max(b)))
             elif isinstance(layer, nn.LeakyReLU):
-                self.layers.append(("leaky", layer.negative_slope, None, layer, 0.0, 0.0))
+                self.layers.append(("leaky", layer.negative_slope, layer, 0.0, 0.0))
             elif isinstance(layer, GDN):
                 c = layer.beta.numel()
                 beta = layer.beta_reparam(layer.beta).detach().double()
                 gamma = layer.gamma_reparam(layer.gamma).detach().double().reshape(c, c, 1, 1)
                 g = torch.round(gamma * 2.0**weight_bits)
                 b = torch.round(beta * 2.0 ** (weight_bits + act_bits))
-                self.layers.append(("igdn" if layer.inverse else "gdn", g, b, layer, _fan(g, False), _abs_max(b)))
+                self.layers.append(("igdn" if layer.inverse else "gdn", Kernel(g, b), layer, _fan(g, False), _abs_max(b)))
             else:
                 raise TypeError(f"no exact form for {type(layer).__name__}")
 
@@ -201,14 +286,13 @@ class ExactSequential:
         """``a``: integer-valued float64 activations on the 2^-act_bits grid; returns the same kind."""
         A, W = self.act_bits, self.weight_bits
         owned = False  # never modify the caller's tensor
-        for kind, w, b, layer, fan, bias_max in self.layers:
+        for kind, w, layer, fan, bias_max in self.layers:
             if kind == "leaky":  # in place: x * slope for x < 0 is one correctly rounded product, as ever
                 if not owned:
                     a, owned = a.clone(), True
                 F.leaky_relu(a, w, inplace=True).round_()
                 continue
-            w = w.to(a.device)
-            b = None if b is None else b.to(a.device)
+            kernel = w.to(a.device)
             if kind in ("gdn", "igdn"):
                 # norm = beta + gamma * x^2, with x^2 requantized to the activation grid first. The
                 # 1x1 convolution has no spatial reach, so it runs in bands of rows, in place: one
@@ -216,7 +300,8 @@ class ExactSequential:
                 a_max = abs_max(a)
                 if a_max >= 2.0**26:
                     raise ExactnessError("fixed-point GDN input would exceed 2^26")
-                if round(a_max * a_max * 2.0**-A) * fan + bias_max >= _EXACT_LIMIT:  # = max of x^2 below
+                sq_max = round(a_max * a_max * 2.0**-A)  # = max of x^2 below
+                if sq_max * fan + bias_max >= _EXACT_LIMIT:
                     raise ExactnessError("fixed-point convolution would exceed 2^52")
                 if not owned:
                     a, owned = a.clone(), True
@@ -224,17 +309,17 @@ class ExactSequential:
                 for r0 in range(0, a.shape[-2], rows):
                     band = a[..., r0:r0 + rows, :]
                     sq = (band * band).mul_(2.0**-A).round_()
-                    norm = F.conv2d(sq, w, b).mul_(2.0 ** -(A + W)).sqrt_()
+                    norm = _conv(sq, kernel, 1, sq_max).mul_(2.0 ** -(A + W)).sqrt_()
                     (band.mul_(norm) if kind == "igdn" else band.div_(norm)).round_()
                 continue
-            _check(a, fan, bias_max)
+            a_max = _check(a, fan, bias_max)
             if kind == "conv":
-                r = strip_conv(a, w, b, layer.stride[0], (layer.padding[0], layer.padding[0]))
+                r = strip_conv(a, kernel, None, layer.stride[0], (layer.padding[0], layer.padding[0]), max_abs=a_max)
             elif kind == "shuffle":
                 stride, before, after = layer
-                r = strip_conv(a, w, b, 1, (before, after), shuffle=stride)
+                r = strip_conv(a, kernel, None, 1, (before, after), shuffle=stride, max_abs=a_max)
             else:
-                r = F.conv_transpose2d(a, w, b, stride=layer.stride, padding=layer.padding,
+                r = F.conv_transpose2d(a, kernel.w, kernel.b, stride=layer.stride, padding=layer.padding,
                                        output_padding=layer.output_padding)
             a = r.mul_(2.0**-W).round_()
             owned = True  # a fresh tensor: later layers may work on it in place
