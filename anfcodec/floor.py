@@ -4,9 +4,12 @@ The speed benchmark (``speed``) measures what the code does; this asks what any 
 It counts the multiply-accumulates of each network that encoding and decoding run (per
 top-level module of the model, float path, and in total for the fixed-point decoder), the
 same for CompressAI's mbt2018-mean at equal width, and measures this machine's best
-matrix-product throughput in float32 and float64 with all threads. Work divided by that
-peak is a lower bound on time that no kernel tuning beats, and at equal efficiency the
-ratio of two codecs' times is the ratio of their work.
+matrix-product throughput in float32, float64, bfloat16 and int8 with all threads. Work
+divided by the peak of the arithmetic it runs in is a lower bound on time that no kernel
+tuning beats: the encoder's transforms in bfloat16 where the model encodes in it, else
+float32; the fixed-point decoder's int8 digit products at the int8 peak and its other
+convolutions at float64's. At equal efficiency the ratio of two codecs' times is the ratio
+of their work.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import intmm
 from .speed import count_macs, mbt2018_mean_at, mosaic
 
 # Matrix products to find the peak with: square, and the shapes of the decoder's largest layer
@@ -24,16 +28,27 @@ GEMM_SHAPES = [(2048, 2048, 2048), (24576, 1152, 512), (393216, 288, 32)]
 
 
 def gemm_peak(dtype, shapes=GEMM_SHAPES, repeats: int = 3) -> float:
-    """Best GMAC/s of ``torch.matmul`` over ``shapes`` (rows, inner, columns), output preallocated."""
+    """Best GMAC/s of ``torch.matmul`` (``torch._int_mm`` for int8) over ``shapes`` (rows, inner,
+    columns), output preallocated for the floating-point types."""
     import torch
     best = 0.0
     for m, k, n in shapes:
-        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-        out = torch.empty(m, n, dtype=dtype)
-        torch.matmul(a, b, out=out)
+        if dtype == torch.int8:
+            a = torch.randint(-64, 64, (m, k), dtype=dtype)
+            b = torch.randint(-64, 64, (k, n), dtype=dtype)
+
+            def product():
+                torch._int_mm(a, b)
+        else:
+            a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+            out = torch.empty(m, n, dtype=dtype)
+
+            def product():
+                torch.matmul(a, b, out=out)
+        product()
         t = time.perf_counter()
         for _ in range(repeats):
-            torch.matmul(a, b, out=out)
+            product()
         best = max(best, m * k * n * repeats / (time.perf_counter() - t) / 1e9)
     return best
 
@@ -63,26 +78,44 @@ def run(sources: list[Path], quality: float = 4, width: int = 768, height: int =
         enc = net.compress(x)
         mbt = {"encode": count_macs(lambda: net.compress(x), mbt_parts),
                "decode": count_macs(lambda: net.decompress(enc["strings"], enc["shape"]), mbt_parts)}
-    peaks = {"float32": gemm_peak(torch.float32), "float64": gemm_peak(torch.float64)}
+    peaks = {"float32": gemm_peak(torch.float32), "float64": gemm_peak(torch.float64),
+             "bfloat16": gemm_peak(torch.bfloat16)}
+    if intmm.available():
+        peaks["int8"] = gemm_peak(torch.int8)
+    encode_dtype = str(model.encode_dtype or torch.float32).removeprefix("torch.")
     return {"quality": quality, "size": f"{width}x{height}", "model": model_id, "mbt_width": model.config.N, "anfcodec": anf,
-            "mbt2018_mean": mbt, "gemm_peak_gmac_s": peaks, "threads": torch.get_num_threads()}
+            "mbt2018_mean": mbt, "gemm_peak_gmac_s": peaks, "threads": torch.get_num_threads(),
+            "encode_dtype": encode_dtype, "digit_bits": intmm.digit_bits()}
+
+
+def least_time(path: str, gmac: dict, result: dict) -> float:
+    """Seconds that ``path``'s work takes at the peaks of the arithmetic it runs in."""
+    p = result["gemm_peak_gmac_s"]
+    if "fixed" in path:  # int8 digit products, the rest in float64
+        return (gmac["total"] - gmac.get("_digit", 0)) / p["float64"] + gmac.get("_int8", 0) / p.get("int8", 1)
+    if path == "encode" and result.get("encode_dtype") == "bfloat16":
+        return gmac["total"] / p["bfloat16"]
+    return gmac["total"] / p["float32"]
 
 
 def floors(result: dict) -> list[tuple[str, float, float]]:
-    """(path, GMAC, least seconds at the matching peak): float64 for the fixed-point decoder."""
-    p32, p64 = result["gemm_peak_gmac_s"]["float32"], result["gemm_peak_gmac_s"]["float64"]
-    rows = [(f"anfcodec {k}", v["total"], v["total"] / (p64 if "fixed" in k else p32))
-            for k, v in result["anfcodec"].items()]
-    rows += [(f"mbt2018-mean {k}", v["total"], v["total"] / p32) for k, v in result["mbt2018_mean"].items()]
+    """(path, GMAC, least seconds at the peaks of its arithmetic)."""
+    rows = [(f"anfcodec {k}", v["total"], least_time(k, v, result)) for k, v in result["anfcodec"].items()]
+    # mbt2018-mean's encoder is given the same precision as anfcodec's (the speed bench runs it so)
+    rows += [(f"mbt2018-mean {k}", v["total"], least_time(k, v, result)) for k, v in result["mbt2018_mean"].items()]
     return rows
 
 
 def markdown(result: dict) -> str:
     p = result["gemm_peak_gmac_s"]
+    peaks = ", ".join(f"{k} {v:.1f}" for k, v in p.items())
+    fixed = result["anfcodec"]["decode (fixed point)"]
     lines = [f"{result['size']} image, quality {result['quality']:g}, model {result['model']}, "
-             f"{result['threads']} threads. Best matrix-product throughput measured here: "
-             f"float32 {p['float32']:.1f} GMAC/s, float64 {p['float64']:.1f} GMAC/s.", "",
-             "| path | GMAC | least time at that peak (s) |", "|---|---|---|"]
+             f"{result['threads']} threads. Best matrix-product throughput measured here (GMAC/s): {peaks}. "
+             f"Encoder transforms in {result.get('encode_dtype', 'float32')}; the fixed-point decoder ran "
+             f"{fixed.get('_digit', 0):.1f} of its {fixed['total']:.1f} GMAC as {result.get('digit_bits', 0)}-bit "
+             f"int8 digit products ({fixed.get('_int8', 0):.1f} G int8 MACs), the rest in float64.", "",
+             "| path | GMAC | least time at the peaks of its arithmetic (s) |", "|---|---|---|"]
     lines += [f"| {name} | {g:.1f} | {s:.2f} |" for name, g, s in floors(result)]
     f = {name: s for name, _, s in floors(result)}
     enc = f["anfcodec encode"] / f["mbt2018-mean encode"]
@@ -91,7 +124,7 @@ def markdown(result: dict) -> str:
               f"At equal efficiency the time ratio against mbt2018-mean is the work ratio: "
               f"encode {enc:.2f}, decode {dec:.2f} (float32 paths).", ""]
     for codec, paths in (("anfcodec", result["anfcodec"]), ("mbt2018-mean", result["mbt2018_mean"])):
-        names = [n for n in next(iter(paths.values())) if n != "total"
+        names = [n for n in next(iter(paths.values())) if n != "total" and not n.startswith("_")
                  and any(v[n] > 0.005 for v in paths.values())]
         lines += [f"GMAC per network, {codec} (float-path modules; fixed-point networks count as 'other'):", "",
                   "| network | " + " | ".join(paths) + " |", "|---|" + "---|" * len(paths)]

@@ -82,16 +82,34 @@ def count_macs(run, modules: dict | None = None) -> dict[str, float]:
     per input sample (zero taps included: that is work done). ``modules`` (name -> module)
     attributes work done inside a module's ``forward`` to its name; the rest (the fixed-point
     networks, which use the weights but not the modules) is counted as "other".
+
+    The fixed-point decoder runs its deep convolutions as int8 digit products (``intmm``):
+    those count at their convolution's size, like the rest, and the result also holds the
+    share they are of it (``_digit``) and the int8 multiply-accumulates they took (``_int8``).
     """
     import torch
     import torch.nn.functional as F
+
+    from . import exact
     totals = {name: 0 for name in modules or {}}
     totals["other"] = 0
+    digit = {"_digit": 0, "_int8": 0}
     scope = ["other"]
     conv2d, conv_t, matmul = F.conv2d, F.conv_transpose2d, torch.matmul
+    kernel_matmul, int_mm = exact.Kernel.matmul, getattr(torch, "_int_mm", None)
 
     def add(n: int) -> None:
         totals[scope[-1]] += n
+
+    def count_kernel(self, cols, max_abs):
+        out = kernel_matmul(self, cols, max_abs)
+        add(cols.shape[0] * cols.shape[2] * out.shape[1])
+        digit["_digit"] += cols.shape[0] * cols.shape[2] * out.shape[1]
+        return out
+
+    def count_int_mm(a, b):
+        digit["_int8"] += a.shape[0] * a.shape[1] * b.shape[1]
+        return int_mm(a, b)
 
     def count_conv(x, w, *args, **kwargs):
         out = conv2d(x, w, *args, **kwargs)
@@ -114,13 +132,15 @@ def count_macs(run, modules: dict | None = None) -> dict[str, float]:
         hooks.append(module.register_forward_pre_hook(lambda m, args, name=name: scope.append(name)))
         hooks.append(module.register_forward_hook(leave))
     F.conv2d, F.conv_transpose2d, torch.matmul = count_conv, count_conv_t, count_matmul
+    exact.Kernel.matmul, torch._int_mm = count_kernel, count_int_mm
     try:
         run()
     finally:
         F.conv2d, F.conv_transpose2d, torch.matmul = conv2d, conv_t, matmul
+        exact.Kernel.matmul, torch._int_mm = kernel_matmul, int_mm
         for h in hooks:
             h.remove()
-    gmac = {name: n / 1e9 for name, n in totals.items()}
+    gmac = {name: n / 1e9 for name, n in {**totals, **digit}.items()}
     gmac["total"] = sum(totals.values()) / 1e9
     return gmac
 
@@ -186,13 +206,20 @@ def worker(kind: str, src: str, dst: str, repeats: int, quality: float, count: b
 
 
 def _mbt_worker(kind: str, src: str, repeats: int, t0: float, count: bool, width: int) -> dict:
+    import contextlib
+
     import torch
+
+    from .models.anfic import encoder_autocast_dtype
     net = mbt2018_mean_at(width)
+    # Its encoder gets the autocast anfcodec's encoder runs under, so the ratio compares like with like.
+    dtype = encoder_autocast_dtype("cpu") if kind == "mbt-encode" else None
+    amp = contextlib.nullcontext() if dtype is None else torch.autocast("cpu", dtype=dtype)
     rgb = np.asarray(Image.open(src).convert("RGB"))
     x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
     load_s = time.perf_counter() - t0
     times = []
-    with torch.inference_mode():
+    with torch.inference_mode(), amp:
         net.compress(x[..., :64, :64])
         enc = net.compress(x)
         for _ in range(repeats):
@@ -205,7 +232,7 @@ def _mbt_worker(kind: str, src: str, repeats: int, t0: float, count: bool, width
         gmac = _gmac(lambda: net.compress(x) if kind == "mbt-encode"
                      else net.decompress(enc["strings"], enc["shape"])) if count else None
     result = {"times": times, "phases": {}, "load_s": load_s, "peak_rss_mb": _peak_rss_mb(),
-              "threads": torch.get_num_threads()}
+              "threads": torch.get_num_threads(), "autocast": str(dtype).removeprefix("torch.") if dtype else None}
     return result if gmac is None else {**result, "gmac": gmac}
 
 
@@ -293,6 +320,8 @@ def markdown(result: dict) -> str:
     mbt = result["mbt2018_mean"]
     first = result["rows"][0]
     enc, dec, fast = first["encode"], first["decode"], result["decode_fast"]
+    autocast = mbt["encode"].get("autocast")
+    amp = f"; encoder under {autocast} autocast, as anfcodec's" if autocast else ""
 
     def gmac(m):
         return f"{m['gmac']:.1f}" if "gmac" in m else ""
@@ -304,7 +333,7 @@ def markdown(result: dict) -> str:
               f"| anfcodec | {med(enc):.2f} | {med(dec):.2f} | {gmac(enc)} | {gmac(dec)} |",
               f"| anfcodec decode --fast (float32 synthesis, not bit-exact across machines) | | "
               f"{med(fast):.2f} | | {gmac(fast)} |",
-              f"| CompressAI mbt2018-mean (N={result.get('mbt_width', 128)}, M=192) | {med(mbt['encode']):.2f} | {med(mbt['decode']):.2f} | "
+              f"| CompressAI mbt2018-mean (N={result.get('mbt_width', 128)}, M=192{amp}) | {med(mbt['encode']):.2f} | {med(mbt['decode']):.2f} | "
               f"{gmac(mbt['encode'])} | {gmac(mbt['decode'])} |",
               f"| ratio anfcodec / mbt2018-mean | {med(enc) / med(mbt['encode']):.2f} | "
               f"{med(dec) / med(mbt['decode']):.2f} | {ratio(enc, mbt['encode'], 'gmac')} | "

@@ -84,6 +84,7 @@ def load_model(model_id: str, device: str = "cpu", weights_dir: str | None = Non
 def _load(model_id: str, path: str, sha256: str, config: str, device: str):
     import torch
     from .models import build_model
+    from .models.anfic import encoder_autocast_dtype
     digest = sha256_file(Path(path))
     if digest != sha256:
         raise ModelNotFound(f"weights file {path} is damaged: SHA-256 {digest[:16]}, manifest says {sha256[:16]}")
@@ -91,6 +92,7 @@ def _load(model_id: str, path: str, sha256: str, config: str, device: str):
     model.load_state_dict(load_state_dict_file(Path(path)))
     # channels-last convolutions: measured 1.6x faster encode and decode on the 2-core CPU
     model.eval().to(device, memory_format=torch.channels_last)
+    model.encode_dtype = encoder_autocast_dtype(torch.device(device).type)
     model.model_id = model_id
     model.weights_hash = bytes.fromhex(digest[:16])
     return model

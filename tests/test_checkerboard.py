@@ -14,6 +14,7 @@ from anfcodec import api, zoo
 from anfcodec import container as fmt
 from anfcodec.imageio import pad_edge
 from anfcodec.models import ANFICCheckerboard
+from anfcodec.models.anfic import encoder_autocast_dtype
 from anfcodec.models.checkerboard import anchor_mask
 from conftest import installed_model
 from roundtrip import assert_same_symbols, check_round_trip
@@ -37,7 +38,8 @@ def _grown(perturb: bool) -> ANFICCheckerboard:
         with torch.no_grad():
             last = model.entropy_fusion[-1]
             last.weight.copy_(torch.randn(last.weight.shape, generator=g) * 0.01)
-    return model.eval()
+    model.encode_dtype = encoder_autocast_dtype()  # encodes as an installed model does (bf16 rounding
+    return model.eval().to(memory_format=torch.channels_last)  # depends on the kernels, so layout too)
 
 
 @pytest.fixture(scope="module")

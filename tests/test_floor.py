@@ -1,7 +1,8 @@
 """The arithmetic floor: work per network, peak matrix-product speed, least times and ratios."""
+import pytest
 import torch
 
-from anfcodec import floor
+from anfcodec import floor, intmm
 
 
 def _result():
@@ -29,3 +30,21 @@ def test_markdown_reports_work_ratios_and_per_network_work():
 
 def test_gemm_peak_is_a_throughput():
     assert floor.gemm_peak(torch.float64, shapes=[(64, 64, 64)], repeats=2) > 0
+
+
+def test_digit_products_and_bf16_encoding_take_their_own_peaks():
+    result = _result()
+    result["gemm_peak_gmac_s"].update({"bfloat16": 400.0, "int8": 800.0})
+    result["encode_dtype"] = "bfloat16"
+    result["anfcodec"]["decode (fixed point)"].update({"_digit": 15.0, "_int8": 60.0})
+    rows = {name: (g, s) for name, g, s in floor.floors(result)}
+    assert rows["anfcodec encode"] == (40.0, 0.1)                    # bf16 peak
+    assert rows["mbt2018-mean encode"] == (4.0, 0.01)                # given the same precision
+    assert rows["anfcodec decode (fixed point)"] == (20.0, 5 / 50 + 60 / 800)
+    md = floor.markdown(result)
+    assert "ran 15.0 of its 20.0 GMAC as" in md and "_digit" not in md
+
+
+@pytest.mark.skipif(not intmm.available(), reason="no int8 matrix product on this CPU build")
+def test_int8_peak_is_a_throughput():
+    assert floor.gemm_peak(torch.int8, shapes=[(64, 64, 64)], repeats=2) > 0

@@ -72,3 +72,31 @@ def test_retargeting_keeps_operating_points():
 def test_config_round_trip():
     cfg = ANFICConfig(N=16, M=64, hyper_N=16, qe_width=8).to_dict()
     assert build_model(cfg).config == ANFICConfig.from_dict(cfg)
+
+
+def test_encoder_precision_follows_the_hardware_and_yields_to_the_fp32_switch(monkeypatch):
+    from anfcodec.models import anfic
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert anfic.encoder_autocast_dtype("cpu") == (torch.bfloat16 if native else None)
+    monkeypatch.setenv("ANFCODEC_ENCODER_FP32", "1")
+    assert anfic.encoder_autocast_dtype("cpu") is None
+
+
+def test_bf16_encoding_stays_in_the_encoder(small_image):
+    # The autocast is scoped to analyze/refine: the float decoder after an encode runs in float32.
+    from anfcodec import api, zoo
+    from anfcodec.models import anfic
+    model = zoo.load_model(zoo.default_model_id())
+    saved, model.encode_dtype = model.encode_dtype, torch.bfloat16
+    try:
+        data = api.encode(small_image, quality=4)
+        assert anfic._ENCODER_AMP.get() is None
+        seen = []
+        hook = model.g_s2.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+        try:
+            api.decode(data, fast=True)
+        finally:
+            hook.remove()
+        assert seen == [torch.float32]
+    finally:
+        model.encode_dtype = saved

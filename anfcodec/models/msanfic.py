@@ -260,7 +260,7 @@ class MSANFIC(ANFIC):
                 "split": torch.cat([o["split"] for o in outs]), "likelihoods": cat}
 
     def _forward_eval_one(self, x: torch.Tensor, quality: float) -> dict:
-        x1, z2 = self.flow_forward(x - 0.5)
+        x1, z2 = self.encoder_flow(x - 0.5)
         sym = self.quantize(z2, quality)
         q = torch.tensor([quality])
         x_hat, x2 = self._reconstruct(x1, self.dequantize(sym).float(), self.gain(q), q)
