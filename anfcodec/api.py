@@ -131,13 +131,14 @@ def encode_to_target(image, target_bpp: float | None = None, max_bytes: int | No
 
 
 # Memory follows the padded pixel count. `make bench-memory` measures the peak RSS of whole-image
-# (untiled) coding per size (docs/RESULTS.md, "Speed and memory"): decoding, the larger, stays under
-# 2 GB up to about 1.4 MP and exceeds it from about 1.5 MP. Images up to WHOLE_MAX_PIXELS (padded) are
+# (untiled) coding per size (docs/RESULTS.md, "Speed and memory"): decoding, the larger, stayed under
+# 2 GB up to 1.57 MP (1536x1024: 1855 MiB) and exceeded it at 2.0 MP (session 10; session 7's decoder
+# crossed it at 1.5 MP). Images up to WHOLE_MAX_PIXELS (padded) are
 # coded whole, so tiling, which costs rate at the seams (about 2% for a Kodak image cut in four),
 # starts only where coding whole would exceed the bound. Larger images are cut into tiles of at
 # most TILE a side, which keeps the decode of 24 MP under 2 GB (`make bench-speed`).
 TILE = 640
-WHOLE_MAX_PIXELS = 1_400_000
+WHOLE_MAX_PIXELS = 1536 * 1024
 
 
 def tile_size(width: int, height: int, tile: int | None = None) -> tuple[int, int] | None:

@@ -105,7 +105,7 @@ def main():
 @click.option("--strip", is_flag=True, help="Drop the ICC profile and EXIF instead of carrying them.")
 @click.option("--tile", type=click.IntRange(64), default=None, metavar="PX",
               help="Code as independent tiles of at most PX pixels a side (a multiple of 64); an image that fits "
-                   "in one is coded whole [default: whole up to 1.4 MP, above that tiles of at most 640, "
+                   "in one is coded whole [default: whole up to 1.57 MP, above that tiles of at most 640, "
                    "which keeps memory under 2 GB at any size].")
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUT if it exists.")
 def encode(inputs, output, out_dir, jobs, quality, max_error, lossless, refine, device, model_id, max_pixels, target_bpp,

@@ -16,8 +16,8 @@ def tiny_tiles(monkeypatch):
 
 def test_tile_size_policy():
     assert api.tile_size(768, 512) is None                  # Kodak size: coded whole
-    assert api.tile_size(1344, 1024) is None                # 1.38 MP: still whole
-    assert api.tile_size(1400, 1000) == (512, 512)          # pads to 1408x1024 = 1.44 MP: 3 x 2 tiles
+    assert api.tile_size(1536, 1024) is None                # 1.57 MP: still whole
+    assert api.tile_size(1537, 1000) == (576, 512)          # pads to 1600x1024 = 1.64 MP: 3 x 2 tiles
     assert api.tile_size(6000, 4000) == (640, 576)          # 10 x 7 tiles
     assert api.tile_size(1600, 1100) == (576, 576)          # equal tiles, no thin edge strip
     boxes = fmt.tile_grid(1600, 1100, (576, 576))
