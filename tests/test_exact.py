@@ -146,3 +146,17 @@ def test_fixed_point_network_is_the_same_with_and_without_digit_products(monkeyp
     with_digits = ExactSequential(net, 14, 16)(x)
     monkeypatch.setattr(exact.intmm, "available", lambda device="cpu": False)
     assert torch.equal(ExactSequential(net, 14, 16)(x), with_digits)
+
+
+def test_size_keeping_network_in_bands_equals_one_pass(monkeypatch):
+    # The post-filter's shape: 'same' convolutions and pointwise layers run band by band with context rows.
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1), nn.LeakyReLU(), nn.Conv2d(8, 8, 5, 1, 2), GDN(8),
+                        nn.Conv2d(8, 3, 3, 1, 1)).eval()
+    fixed = ExactSequential(net, 14, 16)
+    assert fixed._halo() == 4
+    x = to_grid(torch.rand(1, 3, 45, 31) - 0.5, 14)
+    whole = fixed._layers(x)
+    monkeypatch.setattr(exact, "BAND_BYTES", 1)  # bands of 4 * halo = 16 rows: three bands
+    assert torch.equal(fixed(x), whole)
+    assert ExactSequential(_net(), 14, 16)._halo() is None  # strided layers: one pass
