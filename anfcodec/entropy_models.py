@@ -10,6 +10,9 @@ and decode:
   They are deferred (``_DeferredPackage``): the submodules anfcodec needs load
   alone, and the rest of compressai initialises the moment anyone reaches for
   a name it has not loaded, so other code in the process sees all of it;
+- its entropy models import ``scipy.stats`` (0.55 s of a CLI call) for one
+  quantile function that only table building calls; that package is deferred
+  the same way, and encoding and decoding with built tables never reach it;
 - it decorates helpers with ``torch.jit.script``, which recent PyTorch
   deprecates with a FutureWarning on every import that users should not see.
 """
@@ -51,6 +54,9 @@ def _defer_package_init(name: str, **names) -> None:
     sys.modules[name] = module
 
 
+if "scipy.stats" not in sys.modules:
+    _defer_package_init("scipy.stats")
+    sys.modules["scipy"].stats = sys.modules["scipy.stats"]  # what importing the submodule sets
 if "compressai" not in sys.modules:
     # Constructing an entropy model asks the package for its default coder: the values compressai's
     # __init__ gives these (its rANS coder, ``compressai.ans``, imported below).
