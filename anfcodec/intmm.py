@@ -21,7 +21,6 @@ import functools
 import torch
 
 
-
 def max_depth(bits: int) -> int:
     """Longest inner dimension whose int32 sums stay exact: a product of two digits is at most 4^(bits-1)."""
     return (2**31 - 1) // 4 ** (bits - 1)
@@ -53,8 +52,9 @@ def split_digits(v: torch.Tensor, n: int, bits: int) -> torch.Tensor:
 
 
 def to_int(x: torch.Tensor, max_abs: float) -> torch.Tensor:
-    """Integer-valued float tensor -> the narrowest integer dtype that holds it (a new tensor)."""
-    dtype = torch.int32 if max_abs < 2**31 else torch.int64
+    """Integer-valued float tensor -> int32, or int64 where values (plus a digit's offset in
+    ``split_digits``) could leave int32 (a new tensor)."""
+    dtype = torch.int32 if max_abs < 2**30 else torch.int64
     return torch.empty(x.shape, dtype=dtype, device=x.device).copy_(x)
 
 
