@@ -48,7 +48,7 @@ _ENCODER_AMP: contextvars.ContextVar = contextvars.ContextVar("anfcodec_encoder_
 
 def encoder_autocast_dtype(device_type: str = "cpu") -> torch.dtype | None:
     """bfloat16 where the hardware computes it natively, else None (float32). ANFCODEC_ENCODER_FP32=1
-    forces float32, e.g. for encodes that must give the same bytes on every machine."""
+    keeps float32, e.g. to compare with or reproduce an earlier encode."""
     if os.environ.get("ANFCODEC_ENCODER_FP32") == "1":
         return None
     try:
