@@ -280,6 +280,8 @@ class ExactSequential:
                 self.layers.append(("igdn" if layer.inverse else "gdn", Kernel(g, b), layer, _fan(g, False), _abs_max(b)))
             else:
                 raise TypeError(f"no exact form for {type(layer).__name__}")
+        self.halo = self._halo()  # rows of context a band needs; None: the network runs in one pass
+        self.conv_width = max([0] + [w.w.shape[0] for kind, w, *_ in self.layers if kind == "conv"])
 
     @staticmethod
     def _shuffles(layer: nn.ConvTranspose2d) -> bool:
@@ -310,8 +312,8 @@ class ExactSequential:
         to the next. Zero padding at a band's inner edge only disturbs rows within the context,
         which are cropped: the result is the whole-image one.
         """
-        halo = self._halo()
-        width = max([a.shape[1]] + [w.w.shape[0] for kind, w, *_ in self.layers if kind == "conv"])
+        halo = self.halo
+        width = max(a.shape[1], self.conv_width)
         rows = max(4 * (halo or 0), BAND_BYTES // (8 * a.shape[0] * width * max(a.shape[-1], 1)))
         if halo is None or a.shape[-2] <= rows:
             return self._layers(a)

@@ -132,12 +132,16 @@ def count_macs(run, modules: dict | None = None) -> dict[str, float]:
         hooks.append(module.register_forward_pre_hook(lambda m, args, name=name: scope.append(name)))
         hooks.append(module.register_forward_hook(leave))
     F.conv2d, F.conv_transpose2d, torch.matmul = count_conv, count_conv_t, count_matmul
-    exact.Kernel.matmul, torch._int_mm = count_kernel, count_int_mm
+    exact.Kernel.matmul = count_kernel
+    if int_mm is not None:  # a torch without it must not gain the attribute
+        torch._int_mm = count_int_mm
     try:
         run()
     finally:
         F.conv2d, F.conv_transpose2d, torch.matmul = conv2d, conv_t, matmul
-        exact.Kernel.matmul, torch._int_mm = kernel_matmul, int_mm
+        exact.Kernel.matmul = kernel_matmul
+        if int_mm is not None:
+            torch._int_mm = int_mm
         for h in hooks:
             h.remove()
     gmac = {name: n / 1e9 for name, n in {**totals, **digit}.items()}

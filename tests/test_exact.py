@@ -154,9 +154,9 @@ def test_size_keeping_network_in_bands_equals_one_pass(monkeypatch):
     net = nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1), nn.LeakyReLU(), nn.Conv2d(8, 8, 5, 1, 2), GDN(8),
                         nn.Conv2d(8, 3, 3, 1, 1)).eval()
     fixed = ExactSequential(net, 14, 16)
-    assert fixed._halo() == 4
+    assert fixed.halo == 4
     x = to_grid(torch.rand(1, 3, 45, 31) - 0.5, 14)
     whole = fixed._layers(x)
     monkeypatch.setattr(exact, "BAND_BYTES", 1)  # bands of 4 * halo = 16 rows: three bands
     assert torch.equal(fixed(x), whole)
-    assert ExactSequential(_net(), 14, 16)._halo() is None  # strided layers: one pass
+    assert ExactSequential(_net(), 14, 16).halo is None  # strided layers: one pass
