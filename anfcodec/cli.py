@@ -466,6 +466,10 @@ def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, q
                    "speed (OUT/floor.*).")
 @click.option("--max-mp", type=click.FloatRange(min=0, min_open=True), default=None, metavar="MP",
               help="With --speed: skip image sizes above MP megapixels (a quick run).")
+@click.option("--settle", type=click.FloatRange(min=0), default=20.0, show_default=True, metavar="SECONDS",
+              help="With --speed: before timing, each worker repeats the same kind of work for this long, so "
+                   "that every size is timed at the CPUs' sustained clock (they run faster for the first seconds "
+                   "after an idle phase). 0 times a cold start.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first LIMIT images.")
 @click.option("--model", "model_id", default=None,
               help="anfcodec model id to measure (RD curves, --generations, --speed, --floor) "
@@ -474,7 +478,7 @@ def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, q
               help="Also show an earlier run's anfcodec curve and the BD-rate against it, overall and per image "
                    "(e.g. an ablation's other arm). Repeatable.")
 def bench(folder, out, qualities, classical, reuse_classical, classical_from, anchors, generations, high_rate, speed,
-          memory, tiling, floor_, max_mp, limit, model_id, compare):
+          memory, tiling, floor_, max_mp, settle, limit, model_id, compare):
     """Measure RD curves, BD-rates and timings on a folder of PNG images.
 
     \b
@@ -508,7 +512,7 @@ def bench(folder, out, qualities, classical, reuse_classical, classical_from, an
         else:
             sizes = [s for s in speed_bench.SIZES if max_mp is None or s[1] * s[2] <= max_mp * 1e6]
             module, name, result = speed_bench, "speed", speed_bench.run(images, qs[0], sizes=sizes,
-                                                                         model_id=model_id)
+                                                                         model_id=model_id, settle_s=settle)
         out.mkdir(parents=True, exist_ok=True)
         (out / f"{name}.json").write_text(json.dumps(result, indent=1))
         (out / f"{name}.md").write_text(module.markdown(result))

@@ -172,7 +172,9 @@ def strip_conv(a: torch.Tensor, w: torch.Tensor | Kernel, b: torch.Tensor | None
         x = a[..., max(lo, 0):min(hi, h), :]
         if any(pad):
             x = F.pad(x, (pad[0], pad[1], max(-lo, 0), max(hi - h, 0)))
-        r = narrow_conv(x, kernel) if narrow else _conv(x, kernel, stride, max_abs)
+        # A band's own max |x| can need fewer digits than the whole input's (one digit plane fewer
+        # in some bands of the fast model's widest layers: ~2% faster decoding there, same integers).
+        r = narrow_conv(x, kernel) if narrow else _conv(x, kernel, stride, max_abs if rows >= h_out else None)
         return r if rescale is None else r.mul_(rescale).round_()
     if rows >= h_out:
         r = conv(0, h_out)

@@ -5,7 +5,11 @@ float32 ``--fast`` path. Every measurement runs in a fresh worker process (``pyt
 so its peak RSS is that of one encode or one decode. The worker loads the
 model and warms up before the clock starts; model loading is reported apart.
 Test images are mosaics of the benchmark folder's photographs (or of
-``examples/sample.png``) at 768x512 and 2, 6, 12 and 24 megapixels. CompressAI's
+``examples/sample.png``) at 768x512 and 2, 6, 12 and 24 megapixels. Before the clock starts each
+worker first repeats the same kind of work on a 512x512 image for ``settle_s`` seconds: these
+CPUs run faster for the first seconds after an idle phase (a 768x512 encode took 0.61 s right
+after one and 0.76-0.79 s sustained), so without it short runs and long ones were timed at
+different clock speeds, and time per megapixel followed run length instead of image size. CompressAI's
 mbt2018-mean at the same hidden width N as the measured model (M=192, random weights: its
 speed does not depend on training) is timed on the 768x512 image in the same way. At 768x512 each
 worker also counts the multiply-accumulates of one more run (see ``_gmac``), which tells apart how much work a codec does from how fast it does it.
@@ -164,24 +168,44 @@ def model_width(model_id: str) -> int:
     return int(find_entry(model_id)["config"]["N"])
 
 
+def _settle(work, seconds: float) -> int:
+    """Repeat ``work()`` for ``seconds`` (at least once when seconds > 0); the number of runs."""
+    runs, t0 = 0, time.perf_counter()
+    while seconds > 0 and (not runs or time.perf_counter() - t0 < seconds):
+        work()
+        runs += 1
+    return runs
+
+
+def _settle_image() -> np.ndarray:
+    return np.asarray(mosaic([SAMPLE], 512, 512))
+
+
 def worker(kind: str, src: str, dst: str, repeats: int, quality: float, count: bool = False,
-           model_id: str | None = None, width: int = 128) -> dict:
+           model_id: str | None = None, width: int = 128, settle_s: float = 0.0) -> dict:
     """Runs in its own process: time ``repeats`` encodes or decodes of ``src``; write the last to ``dst``.
 
     With ``count``, one more run (untimed) counts the multiply-accumulates. ``mbt-*`` kinds time
-    mbt2018-mean at hidden width ``width`` instead of ``model_id``."""
+    mbt2018-mean at hidden width ``width`` instead of ``model_id``. First the same kind of work runs
+    on a 512x512 image for ``settle_s`` seconds (see the module's docstring)."""
     import torch
     from . import api
     from .imageio import image_bytes
     from .timing import phase, record
     t0 = time.perf_counter()
     if kind.startswith("mbt"):
-        return _mbt_worker(kind, src, repeats, t0, count, width)
+        return _mbt_worker(kind, src, repeats, t0, count, width, settle_s)
     from .zoo import default_model_id, load_model
     model_id = model_id or default_model_id()
     load_model(model_id, "cpu")
     api.decode(api.encode(np.zeros((64, 64, 3), np.uint8), quality=quality, model_id=model_id))  # warm-up
     load_s = time.perf_counter() - t0
+    settle = _settle_image()
+    if kind.startswith("encode"):
+        settled = _settle(lambda: api.encode(settle, quality=quality, model_id=model_id), settle_s)
+    else:
+        settle_anf = api.encode(settle, quality=quality, model_id=model_id)
+        settled = _settle(lambda: api.decode(settle_anf, fast=kind == "decode-fast"), settle_s)
     raw = Path(src).read_bytes()
     tile = None
     if kind == "encode-whole":  # no tiles whatever the size: one tile as large as the image
@@ -201,7 +225,7 @@ def worker(kind: str, src: str, dst: str, repeats: int, quality: float, count: b
         phases = dict(totals)  # of the last repeat
     Path(dst).write_bytes(out)
     result = {"times": times, "phases": phases, "load_s": load_s, "peak_rss_mb": _peak_rss_mb(),
-              "threads": torch.get_num_threads()}
+              "threads": torch.get_num_threads(), "settle_s": settle_s, "settle_runs": settled}
     if count:
         result["gmac"] = _gmac(lambda: api.encode(raw, quality=quality, tile=tile, model_id=model_id)
                                if kind.startswith("encode")
@@ -209,7 +233,7 @@ def worker(kind: str, src: str, dst: str, repeats: int, quality: float, count: b
     return result
 
 
-def _mbt_worker(kind: str, src: str, repeats: int, t0: float, count: bool, width: int) -> dict:
+def _mbt_worker(kind: str, src: str, repeats: int, t0: float, count: bool, width: int, settle_s: float) -> dict:
     import contextlib
 
     import torch
@@ -223,9 +247,12 @@ def _mbt_worker(kind: str, src: str, repeats: int, t0: float, count: bool, width
     x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255
     load_s = time.perf_counter() - t0
     times = []
+    xs = torch.from_numpy(_settle_image().copy()).permute(2, 0, 1)[None].float() / 255
     with torch.inference_mode(), amp:
         net.compress(x[..., :64, :64])
-        enc = net.compress(x)
+        enc, enc_s = net.compress(x), net.compress(xs)
+        settled = _settle(lambda: net.compress(xs) if kind == "mbt-encode"
+                          else net.decompress(enc_s["strings"], enc_s["shape"]), settle_s)
         for _ in range(repeats):
             t = time.perf_counter()
             if kind == "mbt-encode":
@@ -236,15 +263,16 @@ def _mbt_worker(kind: str, src: str, repeats: int, t0: float, count: bool, width
         gmac = _gmac(lambda: net.compress(x) if kind == "mbt-encode"
                      else net.decompress(enc["strings"], enc["shape"])) if count else None
     result = {"times": times, "phases": {}, "load_s": load_s, "peak_rss_mb": _peak_rss_mb(),
-              "threads": torch.get_num_threads(), "autocast": str(dtype).removeprefix("torch.") if dtype else None}
+              "threads": torch.get_num_threads(), "autocast": str(dtype).removeprefix("torch.") if dtype else None,
+              "settle_s": settle_s, "settle_runs": settled}
     return result if gmac is None else {**result, "gmac": gmac}
 
 
 def _measure(kind: str, src: Path, dst: Path, repeats: int, quality: float, count: bool = False,
-             model_id: str | None = None, width: int = 128) -> dict:
+             model_id: str | None = None, width: int = 128, settle_s: float = 0.0) -> dict:
     t = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "anfcodec.speed", kind, str(src), str(dst), str(repeats), str(quality),
-                        "count" if count else "time", model_id or "", str(width)],
+                        "count" if count else "time", model_id or "", str(width), str(settle_s)],
                        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if r.returncode:
         raise RuntimeError(f"{kind} {src.name} failed: {r.stderr.strip().splitlines()[-1:]}")
@@ -253,7 +281,11 @@ def _measure(kind: str, src: Path, dst: Path, repeats: int, quality: float, coun
     return out
 
 
-def run(sources: list[Path], quality: float = 4, repeats: int = 5, sizes=SIZES, model_id: str | None = None) -> dict:
+SETTLE_S = 20.0  # the settled rate: a 768x512 encode held 0.74-0.82 s over 50 s of repeats once busy this long
+
+
+def run(sources: list[Path], quality: float = 4, repeats: int = 5, sizes=SIZES, model_id: str | None = None,
+        settle_s: float = SETTLE_S) -> dict:
     from .zoo import default_model_id
     model_id = model_id or default_model_id()
     width = model_width(model_id)
@@ -267,22 +299,23 @@ def run(sources: list[Path], quality: float = 4, repeats: int = 5, sizes=SIZES, 
             mosaic(sources, w, h).save(png)
             n = repeats if w * h <= 768 * 512 else 1
             first = not rows
-            enc = _measure("encode", png, anf, n, quality, count=first, model_id=model_id)
+            enc = _measure("encode", png, anf, n, quality, count=first, model_id=model_id, settle_s=settle_s)
             bar.update(1)
-            dec = _measure("decode", anf, rec, n, quality, count=first, model_id=model_id)
+            dec = _measure("decode", anf, rec, n, quality, count=first, model_id=model_id, settle_s=settle_s)
             bar.update(1)
             rows.append({"size": name, "width": w, "height": h, "megapixels": w * h / 1e6, "repeats": n,
                          "encode": enc, "decode": dec, "bytes": anf.stat().st_size})
         png = tmp / "768x512.png"
         fast = _measure("decode-fast", tmp / "768x512.anf", tmp / "fast.png", repeats, quality, count=True,
-                        model_id=model_id)
-        mbt = {k: _measure(f"mbt-{k}", png, tmp / "unused", repeats, quality, count=True, width=width)
+                        model_id=model_id, settle_s=settle_s)
+        mbt = {k: _measure(f"mbt-{k}", png, tmp / "unused", repeats, quality, count=True, width=width,
+                           settle_s=settle_s)
                for k in ("encode", "decode")}
         bar.update(2)
         bar.close()
         cli = cli_calls(SAMPLE, tmp, quality, model_id)
     return {"quality": quality, "model": model_id, "mbt_width": width, "rows": rows, "decode_fast": fast,
-            "mbt2018_mean": mbt, "cli": cli, "cpu_count": os.cpu_count()}
+            "mbt2018_mean": mbt, "cli": cli, "cpu_count": os.cpu_count(), "settle_s": settle_s}
 
 
 def cli_calls(image: Path, tmp: Path, quality: float, model_id: str | None = None, repeats: int = 3) -> dict:
@@ -307,8 +340,11 @@ def markdown(result: dict) -> str:
         return statistics.median(m["times"])
 
     model = f"model {result['model']}, " if "model" in result else ""
+    settle = result.get("settle_s")
+    settled = (f", each after {settle:g} s of the same kind of work on a 512x512 image (the CPUs' sustained clock)"
+               if settle else "")
     lines = [f"{model}Quality {result['quality']:g}, {result['cpu_count']} CPU cores; codec time is the median of the "
-             "repeats inside one warm process (model loaded), peak RSS is that process's.", "",
+             f"repeats inside one warm process (model loaded){settled}; peak RSS is that process's.", "",
              "| image | encode s | decode s | encode s/MP | decode s/MP | peak RSS enc / dec (MB) | "
              "encode split model / entropy / io | decode split model / entropy / io |",
              "|---|---|---|---|---|---|---|---|"]
@@ -352,6 +388,6 @@ def markdown(result: dict) -> str:
 
 
 if __name__ == "__main__":
-    kind, src, dst, repeats, quality, mode, model_id, width = sys.argv[1:9]
+    kind, src, dst, repeats, quality, mode, model_id, width, settle_s = sys.argv[1:10]
     print(json.dumps(worker(kind, src, dst, int(repeats), float(quality), count=mode == "count",
-                            model_id=model_id or None, width=int(width))))
+                            model_id=model_id or None, width=int(width), settle_s=float(settle_s))))

@@ -17,10 +17,11 @@ def test_mosaic_fills_the_requested_size():
 def test_worker_reports_time_memory_and_phases(tmp_path):
     png = tmp_path / "in.png"
     speed.mosaic([SAMPLE], 128, 96).save(png)
-    enc = speed._measure("encode", png, tmp_path / "x.anf", 2, 4)
+    enc = speed._measure("encode", png, tmp_path / "x.anf", 2, 4, settle_s=0.5)
     dec = speed._measure("decode", tmp_path / "x.anf", tmp_path / "y.png", 1, 4, count=True)
     fast = speed._measure("decode-fast", tmp_path / "x.anf", tmp_path / "z.png", 1, 4)
     assert len(enc["times"]) == 2 and enc["peak_rss_mb"] > 50
+    assert enc["settle_runs"] >= 1 and dec["settle_runs"] == 0  # settling ran only where asked for
     assert {"model", "entropy", "io"} <= set(enc["phases"]) and {"model", "entropy", "io"} <= set(dec["phases"])
     assert (tmp_path / "y.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "z.png").read_bytes()[:4] == b"\x89PNG"
@@ -56,3 +57,9 @@ def test_count_macs_attributes_work_to_modules():
     assert round(gmac["a"] * 1e9) == 8 * 100 * 3 * 9           # outputs x C_in k^2
     assert round(gmac["b"] * 1e9) == 8 * 100 * 4 * 16          # inputs x C_out k^2
     assert round(gmac["other"] * 1e9) == 5 * 2 * 7 and gmac["total"] == gmac["a"] + gmac["b"] + gmac["other"]
+
+
+def test_bench_settles_by_default_for_as_long_as_the_module_says():
+    from anfcodec.cli import bench
+    settle = next(p for p in bench.params if p.name == "settle")
+    assert settle.default == speed.SETTLE_S > 0
