@@ -288,6 +288,8 @@ def models(as_json):
         click.echo(f"{model_id}{default}")
         click.echo(f"  {c['arch']}, width N={c['N']}, latent M={c['M']}, post-filter {c.get('qe_width', '?')}, "
                    f"{e['parameters'] / 1e6:.1f} M parameters, weights {e['sha256'][:16]}")
+        if c.get("synthesis", "fixed") != "fixed":
+            click.echo(f"  bit-exact decoder: {c['synthesis']} synthesis")
         if t:
             click.echo(f"  trained {t['steps']} steps: {t['cpu_hours']:g} CPU core-hours, "
                        f"{t.get('gpu_hours', 0):g} GPU hours")
@@ -538,12 +540,19 @@ def bench(folder, out, qualities, classical, reuse_classical, classical_from, an
 @click.option("--weights-dir", type=click.Path(path_type=Path), default=None, help="[default: the package's weights/]")
 @click.option("--default/--no-default", "make_default", default=True, show_default=True,
               help="Make this model the one encode uses without --model.")
-def export_cmd(checkpoint, model_id, weights_dir, make_default):
+@click.option("--synthesis", type=click.Choice(["fixed", "int8"]), default=None,
+              help="The bit-exact decoder's arithmetic [default: the checkpoint's]. 'int8' keeps 8-bit "
+                   "activations from layer to layer (twice as fast; scales measured on --data).")
+@click.option("--data", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Photographs to measure the int8 scales on [default: ../shared/data/train or $ANFCODEC_DATA/train].")
+def export_cmd(checkpoint, model_id, weights_dir, make_default, synthesis, data):
     """Ship a training checkpoint as weights/<model-id>.pt and update the manifest."""
+    from .training.data import DEFAULT_TRAIN_DIR
     from .training.export import export, default_model_id
     from .zoo import WEIGHTS_DIR
     model_id = model_id or default_model_id(checkpoint)
-    entry = export(checkpoint, weights_dir or WEIGHTS_DIR, model_id, make_default=make_default)
+    entry = export(checkpoint, weights_dir or WEIGHTS_DIR, model_id, make_default=make_default,
+                   synthesis=synthesis, calibration_dir=data or DEFAULT_TRAIN_DIR)
     click.echo(f"exported {model_id}: sha256 {entry['sha256'][:16]}, {entry['training']['steps']} steps")
 
 

@@ -3,6 +3,7 @@
     python tests/determinism_worker.py encode OUT QUALITIES IMAGE...   # OUT/<stem>_q<q>.anf + encoder symbols
     python tests/determinism_worker.py decode OUT                      # OUT/<name>.<tag>.png + decoder symbols
 
+$DETERMINISM_MODEL picks the model (default: the default one).
 Run it under different OMP_NUM_THREADS / ATEN_CPU_CAPABILITY settings and
 compare the outputs (tests/test_determinism.py, `make determinism`).
 """
@@ -23,7 +24,8 @@ from anfcodec.zoo import default_model_id, load_model
 def main(argv):
     mode, out = argv[0], Path(argv[1])
     tag = os.environ.get("DETERMINISM_TAG", "run")
-    model = load_model(default_model_id(), "cpu")
+    model_id = os.environ.get("DETERMINISM_MODEL") or default_model_id()
+    model = load_model(model_id, "cpu")
     if mode == "encode":
         qualities = [float(q) for q in argv[2].split(",")]
         for path in map(Path, argv[3:]):
@@ -31,7 +33,7 @@ def main(argv):
             x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)[None].float() / 255
             for q in qualities:
                 stem = f"{path.stem}_q{q:g}"
-                (out / f"{stem}.anf").write_bytes(api.encode(img, quality=q))
+                (out / f"{stem}.anf").write_bytes(api.encode(img, quality=q, model_id=model_id))
                 sym = model.compress(pad_edge(x, model.pad_multiple), q, model.default_refine(q))
                 np.savez(out / f"{stem}.enc.npz", hyper=sym.hyper.numpy(), latent=sym.latent.numpy())
     else:

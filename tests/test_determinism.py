@@ -23,21 +23,21 @@ SLOW = {"OMP_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_IN
         "ONEDNN_MAX_CPU_ISA": "SSE41"}
 
 
-def worker(env: dict, tag: str, *args):
+def worker(env: dict, tag: str, *args, model_id: str = ""):
     r = subprocess.run([sys.executable, str(WORKER), *map(str, args)], capture_output=True, timeout=1800,
-                       env={**os.environ, **env, "DETERMINISM_TAG": tag})
+                       env={**os.environ, **env, "DETERMINISM_TAG": tag, "DETERMINISM_MODEL": model_id})
     assert r.returncode == 0, r.stderr.decode()[-2000:]
 
 
-def cross_check(images: list[Path], out: Path, qualities: str = "1,4,8") -> int:
+def cross_check(images: list[Path], out: Path, qualities: str = "1,4,8", model_id: str = "") -> int:
     """Encode under each setting, decode under both; assert exact symbols and identical pixels."""
     checked = 0
     for enc_name, enc_env in (("fast", FAST), ("slow", SLOW)):
         d = out / f"enc-{enc_name}"
         d.mkdir()
-        worker(enc_env, "enc", "encode", d, qualities, *images)
-        worker(FAST, "fast", "decode", d)
-        worker(SLOW, "slow", "decode", d)
+        worker(enc_env, "enc", "encode", d, qualities, *images, model_id=model_id)
+        worker(FAST, "fast", "decode", d, model_id=model_id)
+        worker(SLOW, "slow", "decode", d, model_id=model_id)
         for anf in sorted(d.glob("*.anf")):
             enc = np.load(d / f"{anf.stem}.enc.npz")
             for tag in ("fast", "slow"):
@@ -56,6 +56,15 @@ def test_cross_setting_determinism(tmp_path):
     small = tmp_path / "small.png"
     synthetic_image(100, 70, seed=3).save(small)
     assert cross_check([small, SAMPLE], tmp_path) == 12
+
+
+def test_int8_synthesis_is_deterministic_across_settings(tmp_path):
+    """The int8 synthesis computes in float32 between its integer products: each operation is one
+    correctly rounded IEEE operation, so the generic kernels (and SSE4.1 oneDNN, whose int8 products
+    saturate, so the products fall back to float64) must give the same pixels."""
+    small = tmp_path / "small.png"
+    synthetic_image(100, 70, seed=3).save(small)
+    assert cross_check([small, SAMPLE], tmp_path, "1,8", model_id="anfic-ckbd-n64-m256-int8") == 8
 
 
 if __name__ == "__main__":  # make determinism: the whole folder (default Kodak)

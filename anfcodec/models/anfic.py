@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 from ..entropy_models import SCALE_MIN, EntropyBottleneck, GaussianConditional, scale_table, update_registered_buffers
+from .. import int8net
 from ..exact import ACT_BITS, SYNTH_ACT_BITS, SYNTH_WEIGHT_BITS, ExactSequential, to_grid
 from ..layers import (BlockTransformAnalysis, BlockTransformSynthesis, HyperAnalysis, HyperSynthesis,
                       PostFilter, analysis_branch, dct_atoms, synthesis_branch)
@@ -78,6 +79,9 @@ class ANFICConfig:
     # coding distribution, so a decoded image re-encodes to the same symbols. "mean": rounded
     # around the mean (the first shipped weights; kept so their files still decode).
     quantizer: str = "fixed"
+    # The bit-exact synthesis: "fixed" (fine fixed-point grids, ``exact``) or "int8" (8-bit activations
+    # from layer to layer, ``int8net``: twice as fast; scales stored in ``int8_scales``).
+    synthesis: str = "fixed"
 
     arch_name = "anfic"
     missing_quantizer = "mean"  # what a config without the field means (written before it existed)
@@ -133,6 +137,10 @@ class ANFIC(nn.Module):
         self.encode_dtype: torch.dtype | None = None  # the zoo sets encoder_autocast_dtype(device)
         self._exact_h_s = None
         self._exact_synthesis = None
+        if cfg.synthesis not in ("fixed", "int8"):
+            raise ValueError(f"unknown synthesis {cfg.synthesis!r}")
+        if cfg.synthesis == "int8":  # max |input| of each decoder convolution and GDN (set by export)
+            self.register_buffer("int8_scales", torch.zeros(int8net.scale_count(self)))
 
     @classmethod
     def from_config(cls, config: dict) -> "ANFIC":
@@ -421,6 +429,8 @@ class ANFIC(nn.Module):
         return torch.round(mu).double() if self.config.quantizer == "fixed" else mu.double()
 
     def _exact_nets(self) -> dict:
+        if self._exact_synthesis is None and self.config.synthesis == "int8":
+            self._exact_synthesis = int8net.build(self)
         if self._exact_synthesis is None:
             def fixed(module):
                 return ExactSequential(module, SYNTH_ACT_BITS, SYNTH_WEIGHT_BITS)

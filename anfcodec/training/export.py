@@ -11,6 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..models import build_model
@@ -25,11 +26,38 @@ def default_model_id(checkpoint: Path) -> str:
     return f"{config['arch']}-n{config['N']}-m{config['M']}"
 
 
-def export(checkpoint: Path, weights_dir: Path, model_id: str, make_default: bool = True) -> dict:
+CALIBRATION_PHOTOS = 3   # int8 synthesis scales: 512x512 crops of the first photographs of the training folder
+CALIBRATION_CROP = 512
+
+
+def calibration_images(data_dir: Path) -> list[torch.Tensor]:
+    from PIL import Image
+    photos = sorted(p for p in Path(data_dir).iterdir() if p.suffix.lower() == ".png")[:CALIBRATION_PHOTOS]
+    if not photos:
+        raise FileNotFoundError(f"no PNG photographs in {data_dir} to calibrate the int8 synthesis on")
+    out = []
+    for p in photos:
+        with Image.open(p) as im:
+            crop = im.convert("RGB").crop((0, 0, CALIBRATION_CROP, CALIBRATION_CROP))
+        out.append(torch.from_numpy(np.asarray(crop).copy()).permute(2, 0, 1)[None].float() / 255)
+    return out
+
+
+def export(checkpoint: Path, weights_dir: Path, model_id: str, make_default: bool = True,
+           synthesis: str | None = None, calibration_dir: Path | None = None) -> dict:
+    """``synthesis="int8"`` ships the checkpoint with the int8 bit-exact synthesis (``int8net``),
+    its activation scales measured on photographs from ``calibration_dir``."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    if synthesis:
+        state["config"] = {**state["config"], "synthesis": synthesis}
     model = build_model(state["config"])
-    model.load_state_dict(state["model"])
+    int8 = state["config"].get("synthesis") == "int8"
+    model.load_state_dict({**state["model"], **({"int8_scales": model.int8_scales} if int8 else {})})
     model.update_tables()
+    if int8:
+        from ..int8net import calibrate
+        model.eval()
+        model.int8_scales.copy_(calibrate(model, calibration_images(calibration_dir)))
     sd = {k: (v.half() if v.is_floating_point() and v.numel() > 4096 else v) for k, v in model.state_dict().items()}
     weights_dir = Path(weights_dir)
     weights_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,246 @@
+"""The int8 synthesis: a bit-exact decoder whose activations are 8-bit integers from layer to layer.
+
+``exact`` computes the synthesis on fine fixed-point grids (activations 2^-14, weights
+2^-16), with float64 passes between layers and 2-5 int8 digit products per
+convolution. Models whose config says ``synthesis: "int8"`` decode with this
+arithmetic instead, about twice as fast. It is the definition of those models'
+pixels, so every step below is part of the format:
+
+* Weights: each convolution's weights are ``round(w / s_o)`` with
+  ``s_o = max|w[o]| / 127`` per output channel (float64 arithmetic on the stored
+  float32 weights). A transposed convolution runs as its sub-pixel convolution.
+* Activations: a convolution's input is ``clamp(round(x / s), -L, L)`` with a per-tensor
+  scale ``s = amax / L`` (``amax`` is stored with the weights: ``ANFIC.int8_scales``).
+  L = 127 (one int8 digit), except the first convolution of every network and
+  the last of g_s1's branch. Those take L = 32639, two balanced int8 digits:
+  8-bit inputs cost 0.59 and 0.41 dB there at q8 (bench/int8_sensitivity.py).
+* Products: int8 x int8 with int32 sums (``torch._int_mm``). Where that is not
+  exact on a CPU (no VNNI, see ``intmm.digit_bits``), or off the CPU, the same
+  integers are multiplied in float64, which is exact below 2^53.
+* Between convolutions, in float32, one IEEE operation at a time (each correctly
+  rounded, so the same on every machine): ``v = acc * (s * s_o) + bias``. Then
+  GDN/IGDN or LeakyReLU, then requantization for the next convolution. GDN's
+  ``x^2`` is ``clamp(round(v^2 / s_sq), 0, 65535)``, split into two 8-bit halves;
+  gamma is 7-bit per output channel, so each half's 1x1 product is an integer
+  below 2^24 (exact in float32 in any order). Then
+  ``norm = sqrt((hi @ G * 256 + lo @ G) * (s_sq * s_g) + beta)``.
+* A network's last convolution writes float64 on the 2^-14 grid,
+  ``round(acc * (s * s_o * 2^14) + bias * 2^14)``, which is what ``exact`` networks
+  exchange. The flow's sums and the post-filter's strength stay as in ``ANFIC.synthesize_exact``.
+
+Each convolution runs in strips of output rows, and all of the above is done on
+a strip while it is in cache.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import intmm
+from .entropy_models import GDN
+from .exact import SYNTH_ACT_BITS, _im2col, subpixel_kernel
+
+WIDE_LIMIT = 32639   # two balanced int8 digits reach 127 + 127 * 256
+NARROW_LIMIT = 127
+SQ_LIMIT = 65535     # GDN's x^2: two 8-bit halves
+STRIP_BYTES = 2 << 20
+_CONV = (nn.Conv2d, nn.ConvTranspose2d)
+
+
+def synthesis_nets(model) -> dict[str, nn.Module]:
+    """The decoder's networks in the order their scales are stored."""
+    return {"g_s2": model.g_s2, "g_a2": model.g_a2, "g_s1_linear": model.g_s1.linear,
+            "g_s1_branch": model.g_s1.branch, "post": model.post_filter.net}
+
+
+def _modules(seq: nn.Module) -> list[nn.Module]:
+    return list(seq) if isinstance(seq, nn.Sequential) else [seq]
+
+
+def scale_count(model) -> int:
+    """How many activation scales the model stores: one per convolution and one per GDN."""
+    return sum(isinstance(m, (*_CONV, GDN)) for net in synthesis_nets(model).values() for m in _modules(net))
+
+
+def wide_inputs(name: str, modules: list[nn.Module]) -> set[int]:
+    """Indices of the convolutions with 16-bit (two-digit) inputs."""
+    convs = [i for i, m in enumerate(modules) if isinstance(m, _CONV)]
+    return {convs[0]} | ({convs[-1]} if name == "g_s1_branch" else set())
+
+
+def _products_exact(device: torch.device) -> bool:
+    return device.type == "cpu" and intmm.digit_bits("cpu") == 8
+
+
+def _int8_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """int8 [M, K] @ int8 [K, N] with exact sums (int32 on the CPU's int8 units, else float64)."""
+    if _products_exact(a.device):
+        return torch._int_mm(a, b)
+    return a.double() @ b.double()
+
+
+class Int8Conv:
+    """One convolution (or transposed convolution) of the int8 synthesis, with what follows it."""
+
+    def __init__(self, conv: nn.Module, amax: float, wide: bool, post: nn.Module | None, post_amax: float):
+        w = conv.weight.detach().double()
+        transposed = isinstance(conv, nn.ConvTranspose2d)
+        out_dim = 1 if transposed else 0
+        s_w = w.abs().amax(dim=tuple(d for d in range(4) if d != out_dim)).clamp_min(2.0**-60) / 127
+        shape = [1, 1, 1, 1]
+        shape[out_dim] = -1
+        q = torch.round(w / s_w.view(shape))
+        bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros_like(s_w)
+        self.limit = WIDE_LIMIT if wide else NARROW_LIMIT
+        self.s_in = max(float(amax), 2.0**-60) / self.limit
+        self.out_scale64 = self.s_in * s_w * 2.0**SYNTH_ACT_BITS   # per final channel, for the grid output
+        self.bias64 = bias * 2.0**SYNTH_ACT_BITS
+        self.shuffle = 1
+        if transposed:
+            s = conv.stride[0]
+            q, before, after = subpixel_kernel(q, s, conv.padding[0])
+            self.shuffle, self.stride, self.pad = s, 1, (before, after)
+        else:
+            self.stride, self.pad = conv.stride[0], (conv.padding[0], conv.padding[0])
+        c_out, c_in, k, _ = q.shape
+        self.k, self.c_out, self.c_fin = k, c_out, c_out // self.shuffle**2
+        self.w = q.permute(2, 3, 1, 0).reshape(k * k * c_in, c_out).to(torch.int8).contiguous()
+        rep = self.shuffle**2
+        self.scale = (self.s_in * s_w).repeat_interleave(rep).float()   # one accumulator unit, per product column
+        self.bias = bias.repeat_interleave(rep).float()
+        self.out_scale64 = self.out_scale64.repeat_interleave(rep)
+        self.bias64 = self.bias64.repeat_interleave(rep)
+        self.post = post
+        if isinstance(post, GDN):
+            c = post.beta.numel()
+            if c * 255 * 127 >= 2**24:
+                raise ValueError("GDN too wide for exact float32 products")
+            gamma = post.gamma_reparam(post.gamma).detach().double().reshape(c, c)
+            s_g = gamma.amax(dim=1).clamp_min(2.0**-60) / 127
+            self.gamma = torch.round(gamma / s_g[:, None]).T.float().contiguous()   # [C_in, C_out], 0..127
+            s_sq = max(float(post_amax), 2.0**-60) ** 2 / SQ_LIMIT
+            self.inv_s_sq = float(torch.tensor(1.0 / s_sq).float())
+            self.norm_scale = (s_sq * s_g).float()
+            self.beta = post.beta_reparam(post.beta).detach().float()
+            self.inverse = post.inverse
+        self.slope = post.negative_slope if isinstance(post, nn.LeakyReLU) else None
+
+    def to(self, device: torch.device) -> "Int8Conv":
+        for name in ("w", "scale", "bias", "out_scale64", "bias64", "gamma", "norm_scale", "beta"):
+            if hasattr(self, name) and getattr(self, name).device != device:
+                setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    def quantize(self, grid: torch.Tensor) -> torch.Tensor:
+        """float64 2^-14-grid NCHW -> this convolution's integer input, NHWC (int8, or int32 if wide)."""
+        v = grid.permute(0, 2, 3, 1).mul(2.0**-SYNTH_ACT_BITS / self.s_in).round_().clamp_(-self.limit, self.limit)
+        return v.to(torch.int8 if self.limit == NARROW_LIMIT else torch.int32)
+
+    def __call__(self, x: torch.Tensor, nxt: "Int8Conv | None") -> torch.Tensor:
+        """``x``: integer input NHWC. Returns the next convolution's integer input (NHWC), or, for the
+        network's last convolution (``nxt`` None), float64 2^-14-grid NCHW."""
+        b = x.shape[0]
+        x = F.pad(x, (0, 0, self.pad[0], self.pad[1], self.pad[0], self.pad[1]))
+        digits = x[None] if x.dtype == torch.int8 else intmm.split_digits(x.clone(), 2, 8)
+        h_out = (x.shape[1] - self.k) // self.stride + 1
+        w_out = (x.shape[2] - self.k) // self.stride + 1
+        s, c = self.shuffle, self.c_fin
+        dtype = torch.float64 if nxt is None else (torch.int8 if nxt.limit == NARROW_LIMIT else torch.int32)
+        out = torch.empty(b, h_out * s, w_out * s, c, dtype=dtype, device=x.device)
+        row_bytes = max(w_out, 1) * (digits.shape[0] * self.k * self.k * x.shape[3] + 16 * self.c_out)
+        rows = max(1, STRIP_BYTES // row_bytes)
+        for r0 in range(0, h_out, rows):
+            r1 = min(r0 + rows, h_out)
+            cols = _im2col(digits[:, :, r0 * self.stride:(r1 - 1) * self.stride + self.k], self.k, self.stride)
+            acc = _int8_mm(cols[:, 0].contiguous() if digits.shape[0] > 1 else cols[:, 0], self.w)
+            if digits.shape[0] > 1:  # two digits: exact in float64 (|acc| < 2^45)
+                acc = _int8_mm(cols[:, 1].contiguous(), self.w).double().mul_(256.0).add_(acc)
+            if nxt is None:
+                v = acc.double().mul_(self.out_scale64).add_(self.bias64).round_()
+            else:
+                v = acc.float().mul_(self.scale).add_(self.bias)
+            if s > 1:
+                v = v.view(b, r1 - r0, w_out, c, s, s).permute(0, 1, 4, 2, 5, 3)
+            v = v.reshape(-1, c)
+            if nxt is not None:
+                v = nxt.requantize(self._post(v))
+            out[:, r0 * s:r1 * s] = v.view(b, (r1 - r0) * s, w_out * s, c)
+        return out.permute(0, 3, 1, 2) if nxt is None else out
+
+    def _post(self, v: torch.Tensor) -> torch.Tensor:
+        """GDN / IGDN / LeakyReLU on real float32 values [P, C], one IEEE operation at a time."""
+        if isinstance(self.post, GDN):
+            sq = (v * v).mul_(self.inv_s_sq).round_().clamp_(0, SQ_LIMIT)
+            hi = torch.floor(sq * (1.0 / 256))
+            lo = sq.sub_(hi * 256)
+            norm = (hi @ self.gamma).mul_(256.0).add_(lo @ self.gamma).mul_(self.norm_scale).add_(self.beta).sqrt_()
+            return v.mul_(norm) if self.inverse else v.div_(norm)
+        if self.slope is not None:
+            return F.leaky_relu(v, self.slope)
+        return v
+
+    def requantize(self, v: torch.Tensor) -> torch.Tensor:
+        """Real float32 values -> this convolution's integer input."""
+        v = v.mul_(float(torch.tensor(1.0 / self.s_in).float())).round_().clamp_(-self.limit, self.limit)
+        return v.to(torch.int8 if self.limit == NARROW_LIMIT else torch.int32)
+
+
+class Int8Sequential:
+    """A decoder network (Sequential of convolutions, GDN/IGDN, LeakyReLU) in the int8 arithmetic.
+
+    ``scales``: max |input| of each convolution and each GDN, in module order. Called like an
+    ``exact.ExactSequential`` on the synthesis grid: float64 2^-14-grid NCHW in and out.
+    """
+
+    def __init__(self, name: str, seq: nn.Module, scales: list[float]):
+        modules = _modules(seq)
+        wide = wide_inputs(name, modules)
+        amax = dict(zip([i for i, m in enumerate(modules) if isinstance(m, (*_CONV, GDN))], scales, strict=True))
+        self.convs = []
+        for i, m in enumerate(modules):
+            if isinstance(m, _CONV):
+                post = modules[i + 1] if i + 1 < len(modules) and not isinstance(modules[i + 1], _CONV) else None
+                self.convs.append(Int8Conv(m, amax[i], i in wide, post, amax.get(i + 1, 0.0)))
+        if any(not isinstance(m, (*_CONV, GDN, nn.LeakyReLU)) for m in modules):
+            raise TypeError("no int8 form for " + ", ".join(type(m).__name__ for m in modules))
+
+    def __call__(self, grid: torch.Tensor) -> torch.Tensor:
+        convs = [c.to(grid.device) for c in self.convs]
+        x = convs[0].quantize(grid)
+        for i, conv in enumerate(convs):
+            x = conv(x, convs[i + 1] if i + 1 < len(convs) else None)
+        return x
+
+
+@torch.no_grad()
+def calibrate(model, images: list[torch.Tensor], qualities=(2, 5, 8)) -> torch.Tensor:
+    """max |input| of every convolution and GDN of the decoder's networks, over the float decodes of
+    ``images`` ([1, 3, H, W] in [0, 1], padded) at ``qualities``: the stored scales, in order."""
+    amax: dict[nn.Module, float] = {}
+    hooks = []
+    for net in synthesis_nets(model).values():
+        for m in _modules(net):
+            if isinstance(m, (*_CONV, GDN)):
+                amax[m] = 0.0
+                hooks.append(m.register_forward_pre_hook(
+                    lambda mod, args: amax.__setitem__(mod, max(amax[mod], args[0].detach().abs().amax().item()))))
+    try:
+        for x in images:
+            for q in qualities:
+                model.decompress_float(model.compress(x, q, model.default_refine(q)), q)
+    finally:
+        for h in hooks:
+            h.remove()
+    return torch.tensor(list(amax.values()), dtype=torch.float32)
+
+
+def build(model) -> dict[str, Int8Sequential]:
+    """The int8 networks of a model with ``synthesis: "int8"``, from its stored scales."""
+    scales = model.int8_scales.double().tolist()
+    nets, at = {}, 0
+    for name, net in synthesis_nets(model).items():
+        n = sum(isinstance(m, (*_CONV, GDN)) for m in _modules(net))
+        nets[name] = Int8Sequential(name, net, scales[at:at + n])
+        at += n
+    return nets

@@ -1,0 +1,85 @@
+"""The int8 synthesis: its arithmetic does not depend on strips or on which exact product runs,
+it stores its scales with the weights, and it decodes close to the fine fixed-point synthesis."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from anfcodec import api, int8net, zoo
+from anfcodec.models import build_model
+from conftest import SAMPLE
+
+INT8 = "anfic-ckbd-n64-m256-int8"
+
+
+@pytest.fixture(scope="module")
+def int8_model():
+    return zoo.load_model(INT8)
+
+
+def _latent_grid(model, image, quality=4):
+    x = api._tensor(np.asarray(image), (0, 0, image.width, image.height), model)
+    sym = model.compress(x, quality, model.default_refine(quality))
+    mu = model.symbol_means(sym)
+    return sym, (sym.latent[None].double() + model._grid_mean(mu))
+
+
+def test_scales_ship_inside_the_weights(int8_model):
+    """The scales are part of the hashed weights file, not of an editable manifest."""
+    scales = int8_model.state_dict()["int8_scales"]
+    assert scales.numel() == int8net.scale_count(int8_model) == 16 + 9  # 16 convolutions, 9 GDN layers
+    assert bool((scales > 0).all())
+
+
+def test_wide_inputs_are_each_networks_first_and_g_s1s_last(int8_model):
+    nets = int8net.build(int8_model)
+    wide = {name: [c.limit == int8net.WIDE_LIMIT for c in net.convs] for name, net in nets.items()}
+    assert wide == {"g_s2": [True, False, False, False], "g_a2": [True, False, False, False],
+                    "g_s1_linear": [True], "g_s1_branch": [True, False, False, True],
+                    "post": [True, False, False]}
+
+
+def test_strips_do_not_change_the_result(int8_model, monkeypatch):
+    _, y = _latent_grid(int8_model, Image.open(SAMPLE).convert("RGB"))
+    z2 = torch.round(y * 2.0**14 / 8)  # a latent-shaped input on the synthesis grid
+    net = int8net.build(int8_model)["g_s2"]
+    whole = net(z2)
+    monkeypatch.setattr(int8net, "STRIP_BYTES", 1)  # one output row per strip
+    assert torch.equal(net(z2), whole)
+
+
+def test_float64_products_give_the_int8_units_integers(int8_model, monkeypatch):
+    """Where int8 products are not exact (no VNNI) or not on the CPU, float64 takes over: same pixels."""
+    sym, _ = _latent_grid(int8_model, Image.open(SAMPLE).convert("RGB"))
+    with torch.inference_mode():
+        native = int8_model.decompress(sym, 4)
+        monkeypatch.setattr(int8net, "_products_exact", lambda device: False)
+        int8_model._exact_synthesis = None
+        fallback = int8_model.decompress(sym, 4)
+    int8_model._exact_synthesis = None
+    assert torch.equal(native, fallback)
+
+
+def test_decodes_close_to_the_fine_fixed_point_synthesis(int8_model):
+    """Same weights, two arithmetics: the int8 one costs ~0.1 dB at high rates (docs/RESULTS.md)."""
+    img = Image.open(SAMPLE).convert("RGB")
+    data = api.encode(img, quality=6, model_id=INT8)
+    fine = zoo.load_model("anfic-ckbd-n64-m256")
+    int8_model._exact_synthesis = None
+    sym = api.chunks_to_symbols(int8_model, api.fmt.unpack(data).streams()[0], img.width, img.height)
+    with torch.inference_mode():
+        a = int8_model.decompress(sym, 6)
+        b = fine.decompress(sym, 6)
+    mse = float(((a - b) ** 2).mean())
+    assert 10 * math.log10(1 / mse) > 40
+    ref = np.asarray(img).astype(float)
+    rec = np.asarray(api.decode(data)).astype(float)
+    assert 10 * math.log10(255**2 / ((ref - rec) ** 2).mean()) > 28
+
+
+def test_unknown_synthesis_is_refused():
+    config = {**zoo.find_entry(INT8)["config"], "synthesis": "int4"}
+    with pytest.raises(ValueError, match="unknown synthesis"):
+        build_model(config)
