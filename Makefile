@@ -5,7 +5,7 @@ BIN      = $(VENV)/bin
 DATA    ?= ../shared/data
 MINUTES ?= 60
 
-.PHONY: install demo test test-fast bench bench-generations bench-high-rate bench-speed bench-speed-fast bench-memory bench-floor train train-fast export export-fast clean fuzz determinism ablation-ms ablation-ms-long ablation-bench
+.PHONY: install demo test test-fast bench bench-generations bench-high-rate bench-speed bench-speed-fast bench-speed-int8 bench-memory bench-floor train train-fast export export-fast clean fuzz determinism ablation-ms ablation-ms-long ablation-bench
 
 $(BIN)/anfcodec: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -64,6 +64,11 @@ FAST_MODEL ?= anfic-ckbd-n64-m256
 bench-speed-fast: install  ## the narrow model at 768x512 and 2 MP, vs mbt2018-mean at its width -> docs/bench/fast/speed.*
 	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/fast --speed --qualities 4 --max-mp 2.1 --model $(FAST_MODEL)
 	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/fast --floor --qualities 4 --model $(FAST_MODEL)
+
+INT8_MODEL ?= anfic-ckbd-n64-m256-int8
+bench-speed-int8: install  ## the fast model with the int8 synthesis at 768x512 and 2 MP, and its work -> docs/bench/int8/speed.*
+	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/int8 --speed --qualities 4 --max-mp 2.1 --model $(INT8_MODEL)
+	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/int8 --floor --qualities 4 --model $(INT8_MODEL)
 
 bench-memory: install  ## peak memory of untiled coding from 0.4 to 2.7 MP: where tiling must start -> docs/bench/memory.*
 	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --memory --qualities 4

@@ -63,3 +63,19 @@ def test_bench_settles_by_default_for_as_long_as_the_module_says():
     from anfcodec.cli import bench
     settle = next(p for p in bench.params if p.name == "settle")
     assert settle.default == speed.SETTLE_S > 0
+
+
+def test_int8_synthesis_work_counts_at_convolution_size():
+    """The int8 synthesis does the fixed-point decoder's convolutions with other arithmetic: the
+    work counted must agree (it once counted only the hyper path, 6 GMAC of 26)."""
+    import numpy as np
+
+    from anfcodec import api
+    img = speed.mosaic([SAMPLE], 256, 192)
+    counts = {}
+    for model_id in ("anfic-ckbd-n64-m256", "anfic-ckbd-n64-m256-int8"):
+        data = api.encode(np.asarray(img), quality=4, model_id=model_id)
+        counts[model_id] = speed.count_macs(lambda: api.decode(data))
+    fixed, int8 = counts["anfic-ckbd-n64-m256"], counts["anfic-ckbd-n64-m256-int8"]
+    assert abs(int8["total"] / fixed["total"] - 1) < 0.1
+    assert int8["_float32"] > 0 and int8["_int8"] < fixed["_int8"]  # one or two int8 products, not 2-5
