@@ -94,6 +94,7 @@ class Int8Conv:
         bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros_like(s_w)
         self.limit = WIDE_LIMIT if wide else NARROW_LIMIT
         self.s_in = max(float(amax), 2.0**-60) / self.limit
+        self.inv_s_in = float(torch.tensor(1.0 / self.s_in).float())  # the float32 requantization factor
         self.out_scale64 = self.s_in * s_w * 2.0**SYNTH_ACT_BITS   # per final channel, for the grid output
         self.bias64 = bias * 2.0**SYNTH_ACT_BITS
         self.shuffle = 1
@@ -182,7 +183,7 @@ class Int8Conv:
 
     def requantize(self, v: torch.Tensor) -> torch.Tensor:
         """Real float32 values -> this convolution's integer input."""
-        v = v.mul_(float(torch.tensor(1.0 / self.s_in).float())).round_().clamp_(-self.limit, self.limit)
+        v = v.mul_(self.inv_s_in).round_().clamp_(-self.limit, self.limit)
         return v.to(torch.int8 if self.limit == NARROW_LIMIT else torch.int32)
 
 
