@@ -535,7 +535,10 @@ def bench(folder, out, qualities, classical, reuse_classical, classical_from, an
 
 
 @main.command("export")
-@click.argument("checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.argument("checkpoint", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=False)
+@click.option("--from-model", default=None, metavar="ID",
+              help="Instead of a checkpoint, an installed model's current weights (e.g. to ship them with "
+                   "--synthesis int8 under a new --model-id).")
 @click.option("--model-id", default=None, help="[default: anfic-n<N>-m<M> from the checkpoint's config]")
 @click.option("--weights-dir", type=click.Path(path_type=Path), default=None, help="[default: the package's weights/]")
 @click.option("--default/--no-default", "make_default", default=True, show_default=True,
@@ -545,11 +548,22 @@ def bench(folder, out, qualities, classical, reuse_classical, classical_from, an
                    "activations from layer to layer (twice as fast; scales measured on --data).")
 @click.option("--data", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Photographs to measure the int8 scales on [default: ../shared/data/train or $ANFCODEC_DATA/train].")
-def export_cmd(checkpoint, model_id, weights_dir, make_default, synthesis, data):
-    """Ship a training checkpoint as weights/<model-id>.pt and update the manifest."""
+def export_cmd(checkpoint, from_model, model_id, weights_dir, make_default, synthesis, data):
+    """Ship a training checkpoint as weights/<model-id>.pt and update the manifest.
+
+    \b
+    anfcodec export runs/anfic/best.pt
+    anfcodec export --from-model anfic-ckbd-n64-m256 --synthesis int8 --model-id anfic-ckbd-n64-m256-int8 --no-default
+    """
     from .training.data import DEFAULT_TRAIN_DIR
-    from .training.export import export, default_model_id
+    from .training.export import default_model_id, export, release_checkpoint
     from .zoo import WEIGHTS_DIR
+    if (checkpoint is None) == (from_model is None):
+        raise click.UsageError("give a CHECKPOINT or --from-model ID (one of them)")
+    if from_model:
+        if not model_id:
+            raise click.UsageError("--from-model needs --model-id: the installed model keeps its own")
+        checkpoint = release_checkpoint(from_model)
     model_id = model_id or default_model_id(checkpoint)
     entry = export(checkpoint, weights_dir or WEIGHTS_DIR, model_id, make_default=make_default,
                    synthesis=synthesis, calibration_dir=data or DEFAULT_TRAIN_DIR)

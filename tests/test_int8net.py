@@ -9,6 +9,7 @@ from PIL import Image
 
 from anfcodec import api, int8net, zoo
 from anfcodec.models import build_model
+from anfcodec.training.data import DEFAULT_TRAIN_DIR
 from conftest import SAMPLE
 
 INT8 = "anfic-ckbd-n64-m256-int8"
@@ -83,3 +84,18 @@ def test_unknown_synthesis_is_refused():
     config = {**zoo.find_entry(INT8)["config"], "synthesis": "int4"}
     with pytest.raises(ValueError, match="unknown synthesis"):
         build_model(config)
+
+
+@pytest.mark.skipif(not DEFAULT_TRAIN_DIR.is_dir(), reason="needs ../shared/data/train to measure the scales on")
+def test_export_from_an_installed_model_measures_the_shipped_scales(tmp_path):
+    """`anfcodec export --from-model anfic-ckbd-n64-m256 --synthesis int8` rebuilds the shipped release:
+    the same weights, and scales within float32 convolution noise of the stored ones."""
+    from anfcodec.training.export import export, release_checkpoint
+    entry = export(release_checkpoint("anfic-ckbd-n64-m256"), tmp_path, "again", make_default=False,
+                   synthesis="int8", calibration_dir=DEFAULT_TRAIN_DIR)
+    assert entry["config"]["synthesis"] == "int8"
+    ours = zoo.load_state_dict_file(tmp_path / entry["file"])
+    shipped = zoo.load_state_dict_file(zoo.WEIGHTS_DIR / zoo.find_entry(INT8)["file"])
+    assert ours.keys() == shipped.keys()
+    assert all(torch.equal(ours[k], shipped[k]) for k in ours if k != "int8_scales")
+    assert torch.allclose(ours["int8_scales"], shipped["int8_scales"], rtol=0.02)

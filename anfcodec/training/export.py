@@ -43,22 +43,42 @@ def calibration_images(data_dir: Path) -> list[torch.Tensor]:
     return out
 
 
-def export(checkpoint: Path, weights_dir: Path, model_id: str, make_default: bool = True,
+def release_checkpoint(model_id: str) -> dict:
+    """An installed release as a checkpoint: its weights, config and training counters (to ship the
+    same weights with another synthesis)."""
+    from ..zoo import WEIGHTS_DIR, find_entry, load_state_dict_file
+    entry = find_entry(model_id)
+    t = entry.get("training", {})
+    best = t.get("best_validation_loss")
+    counters = {"step": t.get("steps", 0), "cpu_seconds": 3600 * t.get("cpu_hours", 0.0),
+                "wall_seconds": 3600 * t.get("wall_hours", 0.0), "gpu_seconds": 3600 * t.get("gpu_hours", 0.0),
+                "best_val": math.inf if best is None else best}
+    return {"model": load_state_dict_file(WEIGHTS_DIR / entry["file"]), "config": dict(entry["config"]),
+            "counters": counters}
+
+
+def export(checkpoint: Path | dict, weights_dir: Path, model_id: str, make_default: bool = True,
            synthesis: str | None = None, calibration_dir: Path | None = None) -> dict:
-    """``synthesis="int8"`` ships the checkpoint with the int8 bit-exact synthesis (``int8net``),
-    its activation scales measured on photographs from ``calibration_dir``."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    """``checkpoint``: a training checkpoint's path, or one from ``release_checkpoint``.
+    ``synthesis="int8"`` ships it with the int8 bit-exact synthesis (``int8net``), its activation
+    scales measured on photographs from ``calibration_dir``."""
+    state = checkpoint if isinstance(checkpoint, dict) else torch.load(checkpoint, map_location="cpu", weights_only=False)
     if synthesis:
         state["config"] = {**state["config"], "synthesis": synthesis}
     model = build_model(state["config"])
     int8 = state["config"].get("synthesis") == "int8"
     model.load_state_dict({**state["model"], **({"int8_scales": model.int8_scales} if int8 else {})})
     model.update_tables()
-    if int8:
+
+    def shipped() -> dict:  # large tensors in fp16 (the decoder loads them back to fp32: the same values)
+        return {k: (v.half() if v.is_floating_point() and v.numel() > 4096 else v) for k, v in model.state_dict().items()}
+    sd = shipped()
+    if int8:  # scales measured with the weights as they ship
         from ..int8net import calibrate
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
         model.eval()
         model.int8_scales.copy_(calibrate(model, calibration_images(calibration_dir)))
-    sd = {k: (v.half() if v.is_floating_point() and v.numel() > 4096 else v) for k, v in model.state_dict().items()}
+        sd = shipped()
     weights_dir = Path(weights_dir)
     weights_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=weights_dir, delete=False) as f:
