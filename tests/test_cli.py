@@ -181,3 +181,11 @@ def test_models_lists_every_installed_model_and_the_default_without_torch():
     assert f"{man['default']}  (default)" in r.stdout
     listed = json.loads(run_cli("models", "--json").stdout)
     assert listed.keys() == man["models"].keys()
+
+
+def test_export_takes_a_checkpoint_or_an_installed_model_and_names_the_new_one(tmp_path):
+    for args, says in (([], "CHECKPOINT or --from-model"),
+                       (["--from-model", "anfic-ckbd-n64-m256"], "needs --model-id")):
+        r = run_cli("export", *args, "--weights-dir", tmp_path)
+        assert r.returncode == 2 and says in r.stderr.decode(), r.stderr.decode()
+    assert not list(tmp_path.iterdir())  # nothing written
