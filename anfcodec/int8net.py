@@ -245,3 +245,25 @@ def build(model) -> dict[str, Int8Sequential]:
         nets[name] = Int8Sequential(name, net, scales[at:at + n])
         at += n
     return nets
+
+
+def fake_quantize(model) -> list:
+    """Training for the int8 synthesis: every 8-bit convolution input of the decoder's networks is
+    rounded to its stored scale as the int8 decoder rounds it, with a straight-through gradient.
+    Forward hooks only (the state dict is untouched); returns their handles."""
+    handles, at = [], 0
+    for name, net in synthesis_nets(model).items():
+        modules = _modules(net)
+        wide = wide_inputs(name, modules)
+        for i, m in enumerate(modules):
+            if not isinstance(m, (*_CONV, GDN)):
+                continue
+            index, at = at, at + 1
+            if isinstance(m, _CONV) and i not in wide:
+                def hook(mod, args, index=index):
+                    x = args[0]
+                    step = model.int8_scales[index].float().clamp_min(2.0**-60) / NARROW_LIMIT
+                    q = (torch.round(x.float() / step).clamp_(-NARROW_LIMIT, NARROW_LIMIT) * step).to(x.dtype)
+                    return (x + (q - x).detach(),)
+                handles.append(m.register_forward_pre_hook(hook))
+    return handles

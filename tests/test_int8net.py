@@ -99,3 +99,26 @@ def test_export_from_an_installed_model_measures_the_shipped_scales(tmp_path):
     assert ours.keys() == shipped.keys()
     assert all(torch.equal(ours[k], shipped[k]) for k in ours if k != "int8_scales")
     assert torch.allclose(ours["int8_scales"], shipped["int8_scales"], rtol=0.02)
+
+
+def test_training_rounds_the_8bit_inputs_like_the_decoder(int8_model):
+    """fake_quantize: the float decoder with the hooks lands near the int8 decoder, and gradients pass."""
+    model = build_model(zoo.find_entry(INT8)["config"])
+    model.load_state_dict(int8_model.state_dict())
+    model.update_tables()
+    handles = int8net.fake_quantize(model)
+    assert len(handles) == 16 - 6  # 16 convolutions, 6 of them with 16-bit inputs
+    x = torch.rand(1, 3, 64, 64, requires_grad=True)
+    model.train()
+    out = model(x, torch.tensor([4.0]))
+    out["x_hat"].sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    inputs = []
+    grab = model.g_s2[2].register_forward_pre_hook(lambda m, a: inputs.append(a[0].detach()))
+    model(x.detach(), torch.tensor([4.0]))
+    grab.remove()
+    for h in handles:
+        h.remove()
+    step = model.int8_scales[2].item() / 127  # g_s2's second convolution: scales of conv 0, GDN 1, conv 2
+    units = inputs[0].float() / step
+    assert torch.allclose(units, torch.round(units), atol=1e-2) and units.abs().max() <= 127.01

@@ -242,6 +242,9 @@ def train(opts: TrainOptions) -> Path:
     if counters.get("val_size") != val.shape[-1]:
         counters["val_size"] = val.shape[-1]
         counters["best_val"] = math.inf  # validation losses on other crops do not compare
+    if model.config.synthesis == "int8":  # train for the decoder's 8-bit activations
+        from ..int8net import fake_quantize
+        tqdm.write(f"int8 synthesis: {len(fake_quantize(model))} convolution inputs rounded to 8 bits in training")
     if opts.bf16 and _bf16_supported(device):
         model.autocast_dtype = torch.bfloat16
     memory_format = torch.channels_last if opts.channels_last else torch.contiguous_format
