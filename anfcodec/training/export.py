@@ -63,8 +63,10 @@ def export(checkpoint: Path | dict, weights_dir: Path, model_id: str, make_defau
     ``synthesis="int8"`` ships it with the int8 bit-exact synthesis (``int8net``), its activation
     scales measured on photographs from ``calibration_dir``."""
     state = checkpoint if isinstance(checkpoint, dict) else torch.load(checkpoint, map_location="cpu", weights_only=False)
-    if synthesis:
+    if synthesis and synthesis != state["config"].get("synthesis", "fixed"):
         state["config"] = {**state["config"], "synthesis": synthesis}
+        # the validation loss was measured with the other synthesis: it does not describe this release
+        state["counters"] = {**state["counters"], "best_val": math.inf}
     model = build_model(state["config"])
     int8 = state["config"].get("synthesis") == "int8"
     model.load_state_dict({**state["model"], **({"int8_scales": model.int8_scales} if int8 else {})})
