@@ -50,19 +50,25 @@ STRIP_BYTES = 8 << 20
 _CONV = (nn.Conv2d, nn.ConvTranspose2d)
 
 
-def synthesis_nets(model) -> dict[str, nn.Module]:
-    """The decoder's networks in the order their scales are stored."""
-    return {"g_s2": model.g_s2, "g_a2": model.g_a2, "g_s1_linear": model.g_s1.linear,
-            "g_s1_branch": model.g_s1.branch, "post": model.post_filter.net}
-
-
 def _modules(seq: nn.Module) -> list[nn.Module]:
     return list(seq) if isinstance(seq, nn.Sequential) else [seq]
 
 
+def _scaled(model):
+    """(network name, its modules, index in them, index in ``int8_scales``) of every convolution and
+    GDN of the decoder's networks: the layers with a stored scale, in storage order."""
+    at = 0
+    for name, net in model.decoder_networks().items():
+        modules = _modules(net)
+        for i, m in enumerate(modules):
+            if isinstance(m, (*_CONV, GDN)):
+                yield name, modules, i, at
+                at += 1
+
+
 def scale_count(model) -> int:
     """How many activation scales the model stores: one per convolution and one per GDN."""
-    return sum(isinstance(m, (*_CONV, GDN)) for net in synthesis_nets(model).values() for m in _modules(net))
+    return sum(1 for _ in _scaled(model))
 
 
 def wide_inputs(name: str, modules: list[nn.Module]) -> set[int]:
@@ -220,14 +226,12 @@ class Int8Sequential:
 def calibrate(model, images: list[torch.Tensor], qualities=(2, 5, 8)) -> torch.Tensor:
     """max |input| of every convolution and GDN of the decoder's networks, over the float decodes of
     ``images`` ([1, 3, H, W] in [0, 1], padded) at ``qualities``: the stored scales, in order."""
-    amax: dict[nn.Module, float] = {}
+    amax = [0.0] * scale_count(model)
     hooks = []
-    for net in synthesis_nets(model).values():
-        for m in _modules(net):
-            if isinstance(m, (*_CONV, GDN)):
-                amax[m] = 0.0
-                hooks.append(m.register_forward_pre_hook(
-                    lambda mod, args: amax.__setitem__(mod, max(amax[mod], args[0].detach().abs().amax().item()))))
+    for _, modules, i, index in _scaled(model):
+        def hook(mod, args, index=index):
+            amax[index] = max(amax[index], args[0].detach().abs().amax().item())
+        hooks.append(modules[i].register_forward_pre_hook(hook))
     try:
         for x in images:
             for q in qualities:
@@ -235,37 +239,29 @@ def calibrate(model, images: list[torch.Tensor], qualities=(2, 5, 8)) -> torch.T
     finally:
         for h in hooks:
             h.remove()
-    return torch.tensor(list(amax.values()), dtype=torch.float32)
+    return torch.tensor(amax, dtype=torch.float32)
 
 
 def build(model) -> dict[str, Int8Sequential]:
     """The int8 networks of a model with ``synthesis: "int8"``, from its stored scales."""
     scales = model.int8_scales.double().tolist()
-    nets, at = {}, 0
-    for name, net in synthesis_nets(model).items():
-        n = sum(isinstance(m, (*_CONV, GDN)) for m in _modules(net))
-        nets[name] = Int8Sequential(name, net, scales[at:at + n])
-        at += n
-    return nets
+    per_net: dict[str, list[float]] = {}
+    for name, _, _, index in _scaled(model):
+        per_net.setdefault(name, []).append(scales[index])
+    return {name: Int8Sequential(name, net, per_net[name]) for name, net in model.decoder_networks().items()}
 
 
 def fake_quantize(model) -> list:
     """Training for the int8 synthesis: every 8-bit convolution input of the decoder's networks is
     rounded to its stored scale as the int8 decoder rounds it, with a straight-through gradient.
     Forward hooks only (the state dict is untouched); returns their handles."""
-    handles, at = [], 0
-    for name, net in synthesis_nets(model).items():
-        modules = _modules(net)
-        wide = wide_inputs(name, modules)
-        for i, m in enumerate(modules):
-            if not isinstance(m, (*_CONV, GDN)):
-                continue
-            index, at = at, at + 1
-            if isinstance(m, _CONV) and i not in wide:
-                def hook(mod, args, index=index):
-                    x = args[0]
-                    step = model.int8_scales[index].float().clamp_min(2.0**-60) / NARROW_LIMIT
-                    q = (torch.round(x.float() / step).clamp_(-NARROW_LIMIT, NARROW_LIMIT) * step).to(x.dtype)
-                    return (x + (q - x).detach(),)
-                handles.append(m.register_forward_pre_hook(hook))
+    handles = []
+    for name, modules, i, index in _scaled(model):
+        if isinstance(modules[i], _CONV) and i not in wide_inputs(name, modules):
+            def hook(mod, args, index=index):
+                x = args[0]
+                step = model.int8_scales[index].float().clamp_min(2.0**-60) / NARROW_LIMIT
+                q = (torch.round(x.float() / step).clamp_(-NARROW_LIMIT, NARROW_LIMIT) * step).to(x.dtype)
+                return (x + (q - x).detach(),)
+            handles.append(modules[i].register_forward_pre_hook(hook))
     return handles

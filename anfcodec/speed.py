@@ -215,12 +215,14 @@ def worker(kind: str, src: str, dst: str, repeats: int, quality: float, count: b
     load_model(model_id, "cpu")
     api.decode(api.encode(np.zeros((64, 64, 3), np.uint8), quality=quality, model_id=model_id))  # warm-up
     load_s = time.perf_counter() - t0
-    settle = _settle_image()
-    if kind.startswith("encode"):
-        settled = _settle(lambda: api.encode(settle, quality=quality, model_id=model_id), settle_s)
-    else:
-        settle_anf = api.encode(settle, quality=quality, model_id=model_id)
-        settled = _settle(lambda: api.decode(settle_anf, fast=kind == "decode-fast"), settle_s)
+    settled = 0
+    if settle_s > 0:
+        settle = _settle_image()
+        if kind.startswith("encode"):
+            settled = _settle(lambda: api.encode(settle, quality=quality, model_id=model_id), settle_s)
+        else:
+            settle_anf = api.encode(settle, quality=quality, model_id=model_id)
+            settled = _settle(lambda: api.decode(settle_anf, fast=kind == "decode-fast"), settle_s)
     raw = Path(src).read_bytes()
     tile = None
     if kind == "encode-whole":  # no tiles whatever the size: one tile as large as the image

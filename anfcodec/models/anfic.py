@@ -428,15 +428,18 @@ class ANFIC(nn.Module):
         """What the decoder adds to a symbol: round(mu) on the fixed grid, mu itself for the legacy quantizer."""
         return torch.round(mu).double() if self.config.quantizer == "fixed" else mu.double()
 
+    def decoder_networks(self) -> dict[str, nn.Module]:
+        """The networks the bit-exact synthesis runs, by the names ``synthesize_exact`` uses (in this
+        order the int8 synthesis stores its scales)."""
+        return {"g_s2": self.g_s2, "g_a2": self.g_a2, "g_s1_linear": self.g_s1.linear,
+                "g_s1_branch": self.g_s1.branch, "post": self.post_filter.net}
+
     def _exact_nets(self) -> dict:
         if self._exact_synthesis is None and self.config.synthesis == "int8":
             self._exact_synthesis = int8net.build(self)
         if self._exact_synthesis is None:
-            def fixed(module):
-                return ExactSequential(module, SYNTH_ACT_BITS, SYNTH_WEIGHT_BITS)
-            self._exact_synthesis = {"g_s2": fixed(self.g_s2), "g_a2": fixed(self.g_a2),
-                                     "g_s1_linear": fixed(self.g_s1.linear), "g_s1_branch": fixed(self.g_s1.branch),
-                                     "post": fixed(self.post_filter.net)}
+            self._exact_synthesis = {name: ExactSequential(net, SYNTH_ACT_BITS, SYNTH_WEIGHT_BITS)
+                                     for name, net in self.decoder_networks().items()}
         return self._exact_synthesis
 
     def _fixed_point_table(self, table: torch.Tensor, quality: float, bits: int, exp_neg: bool = False) -> list[float]:
