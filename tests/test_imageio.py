@@ -113,3 +113,22 @@ def test_atomic_write_leaves_old_file_and_no_temporary_on_failure(tmp_path, monk
     monkeypatch.undo()
     atomic_write(out, b"new")
     assert out.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["x.png"]
+
+
+def test_png_compress_level_changes_size_not_pixels(rgb, tmp_path):
+    src, anf = tmp_path / "in.png", tmp_path / "x.anf"
+    rgb.save(src)
+    assert run_cli("encode", src, "-o", anf, "-q", "4").returncode == 0
+    sizes, pixels = {}, {}
+    for level in ("0", "9"):
+        out = tmp_path / f"single{level}.png"
+        r = run_cli("decode", anf, "-o", out, "--png-compress", level)
+        assert r.returncode == 0, r.stderr
+        batch_dir = tmp_path / f"batch{level}"
+        r = run_cli("decode", anf, "--out-dir", batch_dir, "--png-compress", level)
+        assert r.returncode == 0, r.stderr
+        assert (batch_dir / "x.png").read_bytes() == out.read_bytes()  # batch mode passes the level on
+        sizes[level], pixels[level] = out.stat().st_size, np.asarray(Image.open(out))
+    assert sizes["0"] > 1.2 * sizes["9"]  # level 0 stores, level 9 deflates
+    assert np.array_equal(pixels["0"], pixels["9"])
+    assert run_cli("decode", anf, "-o", tmp_path / "bad.png", "--png-compress", "10").returncode == 2

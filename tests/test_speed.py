@@ -33,9 +33,21 @@ def test_worker_reports_time_memory_and_phases(tmp_path):
                         "encode": enc, "decode": dec, "bytes": 1}]}
     md = speed.markdown(result)
     assert "ratio anfcodec / mbt2018-mean | 1.00 | 1.00 |  | 1.00 |" in md
+    assert "ratio without image I/O (codec work only, both sides) | 1.00 | 1.00 |" in md
     assert "| `anfcodec encode` / `anfcodec decode` | " in md
     # 128x96 image: the four transforms of the exact decoder do tens of MMAC per pixel, not zero
     assert "gmac" not in enc and 0.1 < dec["gmac"] < 10
+
+
+def test_mbt_worker_pays_the_same_image_io(tmp_path):
+    """mbt2018-mean is timed from PNG bytes to PNG bytes, as anfcodec is: the ratio once set
+    anfcodec's PNG writing (a fifth of a Kodak decode) against a bare tensor decode."""
+    png = tmp_path / "in.png"
+    speed.mosaic([SAMPLE], 128, 128).save(png)
+    for kind in ("mbt-encode", "mbt-decode"):
+        m = speed._measure(kind, png, tmp_path / "unused", 1, 4, width=16)
+        assert m["phases"]["io"] > 0 and m["phases"]["model"] > 0
+        assert m["phases"]["io"] + m["phases"]["model"] <= m["times"][-1] * 1.01
 
 
 def test_worker_peak_excludes_the_parents():
