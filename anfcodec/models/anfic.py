@@ -329,13 +329,20 @@ class ANFIC(nn.Module):
         before quantization. Fixed-point steps z2 += analyze(x) - analyze(decode(z2)) close
         that gap; a decoded image is their fixed point, which is what makes re-encoding stable.
         ``steps`` may be fractional: its fractional part scales the last step.
+
+        With the int8 synthesis, ``decode`` is that synthesis itself: its 8-bit rounding moves
+        the image further than the float flow's, and a refinement aimed at the float decode
+        left q8 drifting 0.5 dB over 6 generations instead of settling.
         """
         q = torch.tensor([quality], dtype=torch.float32, device=z2.device)
         target = z2
         sizes = [1.0] * int(steps) + ([steps - int(steps)] if steps > int(steps) else [])
         for size in sizes:
-            with self._encoder_precision():
-                rec = (self._post(self.flow_inverse(z2), q) + 0.5).clamp(0, 1)
+            if self.config.synthesis == "int8":
+                rec = self.synthesize_exact((z2 * self.gain(q)).double(), quality).float()
+            else:
+                with self._encoder_precision():
+                    rec = (self._post(self.flow_inverse(z2), q) + 0.5).clamp(0, 1)
             z2 = z2 + size * (target - self.analyze(rec))
         return z2
 
