@@ -233,9 +233,10 @@ def calibrate(model, images: list[torch.Tensor], qualities=(2, 5, 8)) -> torch.T
             amax[index] = max(amax[index], args[0].detach().abs().amax().item())
         hooks.append(modules[i].register_forward_pre_hook(hook))
     try:
-        for x in images:
-            for q in qualities:
-                model.decompress_float(model.compress(x, q, model.default_refine(q)), q)
+        with model.refining_against_float():  # the int8 decoder needs the scales being measured
+            for x in images:
+                for q in qualities:
+                    model.decompress_float(model.compress(x, q, model.default_refine(q)), q)
     finally:
         for h in hooks:
             h.remove()

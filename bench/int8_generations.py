@@ -9,12 +9,11 @@ each generation, and the loss from the first to the last. Results: docs/RESULTS.
     .venv/bin/python bench/int8_generations.py anfic-ckbd-n64-m256-int8 float 6,8 kodim01,kodim04
     .venv/bin/python bench/int8_generations.py anfic-ckbd-n64-m256-int8 current 6,8 kodim01,kodim04
 """
+import contextlib
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from anfcodec import generations as gen
@@ -23,25 +22,15 @@ from anfcodec import zoo
 GENERATIONS = 6
 
 
-@torch.inference_mode()
-def refine_against_float_flow(self, x, z2, quality, steps):
-    """``ANFIC.refine`` as it was: each step decodes with the float flow at encoder precision."""
-    q = torch.tensor([quality], dtype=torch.float32, device=z2.device)
-    target = z2
-    sizes = [1.0] * int(steps) + ([steps - int(steps)] if steps > int(steps) else [])
-    for size in sizes:
-        with self._encoder_precision():
-            rec = (self._post(self.flow_inverse(z2), q) + 0.5).clamp(0, 1)
-        z2 = z2 + size * (target - self.analyze(rec))
-    return z2
-
-
 def main(model_id: str, aim: str, qualities: str, images: str, kodak: Path = Path("../shared/data/kodak")) -> None:
     model = zoo.load_model(model_id, "cpu")  # the cached instance that api.encode uses
-    if aim == "float":
-        model.refine = types.MethodType(refine_against_float_flow, model)
-    elif aim != "current":
+    if aim not in ("float", "current"):
         raise SystemExit("aim: float or current")
+    with model.refining_against_float() if aim == "float" else contextlib.nullcontext():
+        chains(model_id, aim, qualities, images, kodak)
+
+
+def chains(model_id: str, aim: str, qualities: str, images: str, kodak: Path) -> None:
     for name in images.split(","):
         rgb = np.asarray(Image.open(kodak / f"{name}.png").convert("RGB"))
         for q in (float(v) for v in qualities.split(",")):

@@ -139,6 +139,9 @@ def test_encoder_refines_against_the_int8_decoder(int8_model, monkeypatch):
     refined = int8_model.refine(x, z2, 8, 1)
     assert calls == [8] and not torch.equal(refined, z2)
     assert int8_model.refine(x, z2, 2, 0) is z2 and calls == [8]  # no step, no decode
+    with int8_model.refining_against_float():  # as the scales' calibration encodes
+        int8_model.refine(x, z2, 8, 1)
+    assert calls == [8] and not int8_model._refine_against_float
     fixed = zoo.load_model("anfic-ckbd-n64-m256")
     fixed.refine(x, fixed.analyze(x), 8, 1)
     assert calls == [8]  # the fine fixed-point model refines against its float flow
