@@ -265,6 +265,7 @@ def _mbt_worker(kind: str, src: str, repeats: int, t0: float, count: bool, width
     dtype = encoder_autocast_dtype("cpu") if kind == "mbt-encode" else None
     amp = contextlib.nullcontext() if dtype is None else torch.autocast("cpu", dtype=dtype)
     raw = Path(src).read_bytes()
+    photo = Image.open(src).convert("RGB")
 
     def tensor(rgb: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255
@@ -275,13 +276,11 @@ def _mbt_worker(kind: str, src: str, repeats: int, t0: float, count: bool, width
         with phase("model"):  # model and entropy coding: CompressAI runs both in one call
             return net.compress(x)
 
-    photo = Image.open(src).convert("RGB")
-
     def decode(enc: dict) -> bytes:
         with phase("model"):
             x = net.decompress(enc["strings"], enc["shape"])["x_hat"]
         with phase("io"):
-            rgb = (x[0] * 255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
+            (x[0] * 255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()  # to 8 bits, as anfcodec does
             # Random weights decode to a near-flat image that deflates 7x faster than a photo; a
             # trained model's output is a photo, so the PNG written is the source's (same size).
             return image_bytes(photo, "PNG")
@@ -290,7 +289,7 @@ def _mbt_worker(kind: str, src: str, repeats: int, t0: float, count: bool, width
     settle_png = image_bytes(Image.fromarray(_settle_image()), "PNG")
     times, phases = [], {}
     with torch.inference_mode(), amp:
-        encode(image_bytes(Image.open(src).convert("RGB").crop((0, 0, 64, 64)), "PNG"))
+        encode(image_bytes(photo.crop((0, 0, 64, 64)), "PNG"))
         enc, enc_s = encode(raw), encode(settle_png)
         settled = _settle(lambda: encode(settle_png) if kind == "mbt-encode" else decode(enc_s), settle_s)
         for _ in range(repeats):
@@ -299,7 +298,7 @@ def _mbt_worker(kind: str, src: str, repeats: int, t0: float, count: bool, width
                 encode(raw) if kind == "mbt-encode" else decode(enc)
                 times.append(time.perf_counter() - t)
             phases = dict(totals)
-        gmac = _gmac(lambda: net.compress(tensor(np.asarray(Image.open(src).convert("RGB"))))
+        gmac = _gmac(lambda: net.compress(tensor(np.asarray(photo)))
                      if kind == "mbt-encode" else net.decompress(enc["strings"], enc["shape"])) if count else None
     result = {"times": times, "phases": phases, "load_s": load_s, "peak_rss_mb": _peak_rss_mb(),
               "threads": torch.get_num_threads(), "autocast": str(dtype).removeprefix("torch.") if dtype else None,

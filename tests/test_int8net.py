@@ -140,6 +140,8 @@ def test_encoder_refines_against_the_int8_decoder(int8_model, monkeypatch):
     assert calls == [8] and not torch.equal(refined, z2)
     assert int8_model.refine(x, z2, 2, 0) is z2 and calls == [8]  # no step, no decode
     with int8_model.refining_against_float():  # as the scales' calibration encodes
+        with int8_model.refining_against_float():  # nests
+            int8_model.refine(x, z2, 8, 1)
         int8_model.refine(x, z2, 8, 1)
     assert calls == [8] and not int8_model._refine_against_float
     fixed = zoo.load_model("anfic-ckbd-n64-m256")
