@@ -7,8 +7,8 @@ stack on first use.
 __version__ = "0.1.0"
 
 
-def encode(image, quality: float = 3, **kwargs) -> bytes:
-    """Compress a PIL image, numpy array or path into .anf bytes."""
+def encode(image, quality: float | None = None, **kwargs) -> bytes:
+    """Compress a PIL image, numpy array or path into .anf bytes (quality None: 3, see ``api.encode``)."""
     from .api import encode as _encode
     return _encode(image, quality=quality, **kwargs)
 

@@ -21,29 +21,34 @@ from .exact import ExactnessError
 from .imageio import (DEFAULT_MAX_PIXELS, ImageError, decode_plane, encode_plane, join_image, open_image, pad_edge,
                       split_image)
 from .metrics import psnr
-from .ratecontrol import RateReport, search
+from .ratecontrol import RateReport, search, top_step
 from .timing import phase
-from .zoo import default_model_id, find_entry, load_model
+from .zoo import default_model_id, find_entry, load_model, quality_range  # noqa: F401 (API)
 
-QUALITY_MIN, QUALITY_MAX = 1.0, 8.0
+QUALITY_MIN = 1.0
+DEFAULT_QUALITY = 3.0
 
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def check_quality(quality: float) -> float:
+def check_quality(quality: float, top: float) -> float:
+    """The quality as the container stores it, or ValueError outside [1, top]."""
     q = float(quality)
-    if not QUALITY_MIN <= q <= QUALITY_MAX:
-        raise ValueError(f"quality must be between {QUALITY_MIN:g} and {QUALITY_MAX:g}, got {quality}")
+    if not QUALITY_MIN <= q <= top:
+        raise ValueError(f"quality must be between {QUALITY_MIN:g} and {top:g} for this model, got {quality}")
     # The container stores quality in 1/256 steps; use exactly what the decoder will see.
     return fmt.quantize_quality(q) / fmt.QUALITY_SCALE
 
 
-def encode(image, quality: float = 3, model_id: str | None = None, device: str | None = None,
+def encode(image, quality: float | None = None, model_id: str | None = None, device: str | None = None,
            max_pixels: int = DEFAULT_MAX_PIXELS, strip: bool = False, refine: float | None = None,
            max_error: int | None = None, tile: int | None = None, progress=None) -> bytes:
     """Compress an image (path, bytes, PIL image or uint8 array) into .anf bytes.
+
+    ``quality`` runs from 1 (smallest file) to the model's highest (``quality_range``);
+    None means 3, or with ``max_error`` the highest.
 
     ``strip`` drops the ICC profile and EXIF, which are otherwise carried.
     ``refine`` is the number of encoder refinement steps (see ``ANFIC.refine``, may be
@@ -54,8 +59,10 @@ def encode(image, quality: float = 3, model_id: str | None = None, device: str |
     multiple of 64); None picks by size (see ``tile_size``). ``progress(done, total)`` is
     called after each tile (a 24 MP image takes minutes).
     """
-    quality = check_quality(quality)
     pic, model = _prepare(image, model_id, device, max_pixels, strip)
+    if quality is None:
+        quality = model.num_qualities if max_error is not None else DEFAULT_QUALITY
+    quality = check_quality(quality, model.num_qualities)
     steps = model.default_refine(quality) if refine is None else refine
     h, w = pic.rgb.shape[:2]
     tile_wh = tile_size(w, h, tile)
@@ -123,7 +130,7 @@ def encode_to_target(image, target_bpp: float | None = None, max_bytes: int | No
             trials[k] = (data, p)
         return len(trials[k][0]), trials[k][1]
 
-    k, note, met = search(trial, w * h, target_bpp=target_bpp, max_bytes=max_bytes, target_psnr=target_psnr)
+    k, note, met = search(trial, w * h, top_step(model.num_qualities), target_bpp=target_bpp, max_bytes=max_bytes, target_psnr=target_psnr)
     trial(k)  # already cached by the search
     data, p = trials[k]
     report = RateReport(k / fmt.QUALITY_SCALE, len(data), 8 * len(data) / (w * h), p, len(trials), met, note)
@@ -245,8 +252,8 @@ def decode(data: bytes, device: str | None = None, max_pixels: int = DEFAULT_MAX
         raise fmt.FormatError(f"pad multiple {hd.pad_multiple} does not match model {hd.model_id}")
     if hd.mode not in ("RGB", "L", "RGBA", "LA"):
         raise fmt.FormatError(f"unsupported colour mode {hd.mode!r}")
-    if not QUALITY_MIN <= hd.quality <= QUALITY_MAX:
-        raise fmt.FormatError(f"quality {hd.quality:g} outside {QUALITY_MIN:g}..{QUALITY_MAX:g}")
+    if not QUALITY_MIN <= hd.quality <= model.num_qualities:
+        raise fmt.FormatError(f"quality {hd.quality:g} outside {QUALITY_MIN:g}..{model.num_qualities} of {hd.model_id}")
     alpha = None
     if hd.mode in ("RGBA", "LA"):
         try:

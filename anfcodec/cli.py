@@ -77,6 +77,18 @@ def main():
     warnings.showwarning = lambda message, *_a, **_k: click.echo(f"warning: {message}", err=True)
 
 
+def _check_model_and_quality(model_id: str | None, quality: float | None) -> None:
+    """Refuse an unknown model, or a quality above its top, before any file is read (the range is per model)."""
+    from .zoo import ModelNotFound, quality_range
+    try:
+        _, top = quality_range(model_id)
+    except ModelNotFound as e:
+        raise click.BadParameter(str(e), param_hint="--model") from None
+    if quality is not None and quality > top:
+        raise click.BadParameter(f"{quality:g} is above the highest quality of {model_id or 'the default model'}, "
+                                 f"{top:g}", param_hint="--quality")
+
+
 @main.command()
 @click.argument("inputs", metavar="IN...", nargs=-1, required=True)
 @click.option("-o", "--output", default=None, metavar="OUT", help="The .anf file to write ('-' for stdout).")
@@ -84,8 +96,10 @@ def main():
               help="Batch mode: write <name>.anf for every input (and every image in an IN folder) here.")
 @click.option("-j", "--jobs", type=click.IntRange(1), default=1, show_default=True,
               help="Batch mode: parallel worker processes (each gets cores/jobs threads).")
-@click.option("-q", "--quality", type=click.FloatRange(1, 8), default=None,
-              help="1 = smallest file, 8 = highest fidelity; fractions allowed.  [default: 3; 8 with --max-error]")
+@click.option("-q", "--quality", type=click.FloatRange(min=1), default=None,
+              help="1 = smallest file, up to the model's highest fidelity (10 for the default model, "
+                   "8 for the others; 'anfcodec models' lists them); fractions allowed.  "
+                   "[default: 3; the highest with --max-error]")
 @click.option("--max-error", type=click.IntRange(0, 127), default=None, metavar="N",
               help="Near-lossless: every sample decodes within N levels of the input (adds a residual layer).")
 @click.option("--lossless", is_flag=True, help="Same as --max-error 0: the decoded pixels equal the input's.")
@@ -142,10 +156,9 @@ def encode(inputs, output, out_dir, jobs, quality, max_error, lossless, refine, 
         max_error = 0
     if targets and (max_error is not None or quality is not None):
         raise click.UsageError("a rate or PSNR target picks the quality itself; drop --quality/--max-error")
-    if quality is None:
-        quality = 8 if max_error is not None else 3
     if tile is not None and tile % 64:
         raise click.BadParameter("must be a multiple of 64", param_hint="--tile")
+    _check_model_and_quality(model_id, quality)
     from .imageio import DEFAULT_MAX_PIXELS
     common = dict(model_id=model_id, device=device, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, strip=strip,
                   refine=refine, tile=tile)
@@ -292,6 +305,7 @@ def models(as_json):
         click.echo(f"{model_id}{default}")
         click.echo(f"  {c['arch']}, width N={c['N']}, latent M={c['M']}, post-filter {c.get('qe_width', '?')}, "
                    f"{e['parameters'] / 1e6:.1f} M parameters, weights {e['sha256'][:16]}")
+        click.echo(f"  qualities 1..{len(c['lambdas'])}")
         if c.get("synthesis", "fixed") != "fixed":
             click.echo(f"  bit-exact decoder: {c['synthesis']} synthesis")
         if t:
@@ -446,7 +460,8 @@ def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, q
 @click.argument("folder", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--out", type=click.Path(path_type=Path), default=Path("docs/bench"), show_default=True,
               help="Where bench.json, bench.md and rd.png go.")
-@click.option("--qualities", default="1,2,3,4,5,6,7,8", show_default=True, help="Comma-separated anfcodec qualities.")
+@click.option("--qualities", default=None, help="Comma-separated anfcodec qualities [default: every integer "
+              "quality of the model, 1..8 or 1..10].")
 @click.option("--classical/--no-classical", default=True, show_default=True,
               help="Also run JPEG, WebP, AVIF (Pillow) and JPEG XL (cjxl, if installed).")
 @click.option("--reuse-classical", is_flag=True, help="Take the classical curves from the previous OUT/bench.json.")
@@ -497,7 +512,11 @@ def bench(folder, out, qualities, classical, reuse_classical, classical_from, an
     with --tiling PX, the cost of coding as tiles (OUT/tiling.*, at the first quality);
     with --floor, the work of coding and the least time it could take (OUT/floor.*).
     """
-    qs = [float(q) for q in qualities.split(",") if q.strip()]
+    if qualities is None:
+        from .zoo import quality_range
+        qs = [float(q) for q in range(1, int(quality_range(model_id)[1]) + 1)]
+    else:
+        qs = [float(q) for q in qualities.split(",") if q.strip()]
     if tiling is not None and tiling % 64:
         raise click.BadParameter("must be a multiple of 64", param_hint="--tiling")
     if generations or high_rate or speed or memory or tiling or floor_:

@@ -1,10 +1,10 @@
 """The high-rate end of the RD curve: near-lossless and lossless coding against JPEG XL, AVIF, WebP and PNG.
 
-anfcodec runs at quality 8 with the near-lossless layer (``max_error`` N, 0 =
-lossless); JPEG XL at small distances and lossless, AVIF at high qualities,
-WebP and PNG lossless. For every codec the table gives the rate at which the
-mean PSNR reaches 45 and 50 dB (log-rate interpolated between measured
-points) and its lossless rate.
+anfcodec runs lossy at its top three qualities, and at its top quality with the
+near-lossless layer (``max_error`` N, 0 = lossless); JPEG XL at small distances
+and lossless, AVIF at high qualities, WebP and PNG lossless. For every codec the
+table gives the rate at which the mean PSNR reaches 42, 45 and 50 dB (log-rate
+interpolated between measured points) and its lossless rate.
 """
 from __future__ import annotations
 
@@ -24,12 +24,12 @@ from .metrics import psnr
 ANF_MAX_ERRORS = [4, 3, 2, 1, 0]
 JXL_DISTANCES = [0.5, 0.3, 0.2, 0.1, 0.05, 0.0]
 AVIF_QUALITIES = [90, 95, 98, 100]
-PSNR_TARGETS = [45.0, 50.0]
+PSNR_TARGETS = [42.0, 45.0, 50.0]
 
 
-def _anf_point(rgb: np.ndarray, max_error: int) -> tuple[int, np.ndarray]:
+def _anf_point(rgb: np.ndarray, quality: float | None, max_error: int | None) -> tuple[int, np.ndarray]:
     from . import api
-    data = api.encode(rgb, quality=8, max_error=max_error)
+    data = api.encode(rgb, quality=quality, max_error=max_error)
     return len(data), np.asarray(api.decode(data))
 
 
@@ -40,7 +40,10 @@ def _png_point(img: Image.Image, fmt: str, extra: dict) -> tuple[int, np.ndarray
 
 
 def jobs(have_jxl: bool) -> list[tuple[str, object]]:
-    out = [("anfcodec q8 + near-lossless", e) for e in ANF_MAX_ERRORS]
+    from .zoo import quality_range
+    top = int(quality_range()[1])
+    out = [("anfcodec lossy", f"q{q}") for q in range(top - 2, top + 1)]
+    out += [(f"anfcodec q{top} + near-lossless", e) for e in ANF_MAX_ERRORS]
     if have_jxl:
         out += [("JPEG XL (cjxl 0.7 e7)", d) for d in JXL_DISTANCES]
     out += [("AVIF (libavif/aom s4 4:4:4)", q) for q in AVIF_QUALITIES]
@@ -59,8 +62,10 @@ def run(images: list[Path]) -> dict:
             for path in images:
                 img = Image.open(path).convert("RGB")
                 rgb = np.asarray(img)
-                if name.startswith("anfcodec"):
-                    size, rec = _anf_point(rgb, setting)
+                if name == "anfcodec lossy":
+                    size, rec = _anf_point(rgb, float(setting[1:]), None)
+                elif name.startswith("anfcodec"):
+                    size, rec = _anf_point(rgb, None, setting)
                 elif name.startswith("JPEG XL"):
                     size, rec, _ = _jxl_point(path, setting, Path(td))
                 elif name.startswith("AVIF"):
@@ -98,12 +103,13 @@ def _describe(p: dict) -> str:
 def markdown(result: dict) -> str:
     lines = [f"Images: {result['images']}. Rate (bpp) at which the mean PSNR reaches each target; "
              "'-' where the codec's measured points do not bracket it.", "",
-             "| codec | bpp at 45 dB | bpp at 50 dB | lossless bpp | points (setting: bpp / dB) |",
-             "|---|---|---|---|---|"]
+             "| codec | " + " | ".join(f"bpp at {t:g} dB" for t in PSNR_TARGETS) + " | lossless bpp | "
+             "points (setting: bpp / dB) |",
+             "|---|" + "---|" * len(PSNR_TARGETS) + "---|---|"]
     for name, pts in result["codecs"].items():
         at = result["rate_at"][name]
         cells = [f"{at[str(t)]:.2f}" if at[str(t)] is not None else "-" for t in PSNR_TARGETS]
         lossless = [p["bpp"] for p in pts if p["lossless"]]
-        lines.append(f"| {name} | {cells[0]} | {cells[1]} | {f'{lossless[0]:.2f}' if lossless else '-'} | "
+        lines.append(f"| {name} | {' | '.join(cells)} | {f'{lossless[0]:.2f}' if lossless else '-'} | "
                      + ", ".join(_describe(p) for p in pts) + " |")
     return "\n".join(lines) + "\n"

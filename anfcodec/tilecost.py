@@ -16,6 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .metrics import psnr
+from .zoo import quality_range
 
 
 def _point(rgb: np.ndarray, quality: float, tile: int | None) -> tuple[float, float]:
@@ -35,7 +36,8 @@ def rate_at(points: list[tuple[float, float]], target_psnr: float) -> float:
 
 def run(images: list[Path], quality: float, tile: int) -> dict:
     rows = []
-    qualities = [q for q in (quality - 1, quality, quality + 1) if 1 <= q <= 8]
+    top = quality_range()[1]
+    qualities = [q for q in (quality - 1, quality, quality + 1) if 1 <= q <= top]
     for path in tqdm(images, desc="tiling", unit="image"):
         rgb = np.asarray(Image.open(path).convert("RGB"))
         whole = {q: _point(rgb, q, None) for q in qualities}

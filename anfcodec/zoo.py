@@ -64,6 +64,16 @@ def find_entry(model_id: str, weights_hash: bytes | None = None, weights_dir: Pa
         f"{entry['sha256'][:16]}; install the matching anfcodec release to decode it")
 
 
+def quality_range(model_id: str | None = None, weights_dir: Path | None = None) -> tuple[float, float]:
+    """(lowest, highest) quality of a model's current release (default: the shipped default).
+
+    One quality per trained rate-distortion lambda: 1..8, or 1..10 for a model trained
+    into the high-fidelity range. Read from the manifest, so it needs no torch.
+    """
+    entry = find_entry(model_id or default_model_id(weights_dir), weights_dir=weights_dir)
+    return 1.0, float(len(entry["config"]["lambdas"]))
+
+
 def load_state_dict_file(path: Path) -> dict:
     import torch
     state = torch.load(path, map_location="cpu", weights_only=True)

@@ -100,6 +100,19 @@ def test_usage_errors_exit_2(tmp_path):
     assert run_cli("frobnicate").returncode == 2
 
 
+def test_quality_range_is_the_models(tmp_path):
+    from anfcodec.zoo import quality_range
+    top = quality_range()[1]
+    r = run_cli("encode", SAMPLE, "-o", tmp_path / "a.anf", "-q", f"{top + 0.5:g}")
+    assert r.returncode == 2 and f"highest quality of the default model, {top:g}".encode() in r.stderr
+    assert not (tmp_path / "a.anf").exists()
+    r = run_cli("encode", SAMPLE, "-o", tmp_path / "a.anf", "-q", "9", "--model", "anfic-ckbd-n64-m256")
+    assert r.returncode == 2 and b"highest quality of anfic-ckbd-n64-m256, 8" in r.stderr
+    for quality in (["-q", "3"], []):
+        r = run_cli("encode", SAMPLE, "-o", tmp_path / "a.anf", *quality, "--model", "no-such-model")
+        assert r.returncode == 2 and b"not installed" in r.stderr
+
+
 def test_missing_input_file(tmp_path):
     r = run_cli("encode", tmp_path / "nope.png", "-o", tmp_path / "a.anf")
     assert r.returncode == 1 and b"cannot read" in r.stderr
@@ -176,8 +189,8 @@ def test_models_lists_every_installed_model_and_the_default_without_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     man = manifest()
-    for model_id in man["models"]:
-        assert model_id in r.stdout
+    for model_id, entry in man["models"].items():
+        assert model_id in r.stdout and f"qualities 1..{len(entry['config']['lambdas'])}" in r.stdout
     assert f"{man['default']}  (default)" in r.stdout
     listed = json.loads(run_cli("models", "--json").stdout)
     assert listed.keys() == man["models"].keys()

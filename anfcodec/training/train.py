@@ -30,6 +30,12 @@ from .narrow import narrow_state_dict
 VAL_QUALITIES = (1.0, 4.0, 8.0)
 
 
+def val_qualities(model) -> tuple:
+    """VAL_QUALITIES, plus the top quality of a model that has more than 8."""
+    top = float(model.num_qualities)
+    return VAL_QUALITIES + ((top,) if top > VAL_QUALITIES[-1] else ())
+
+
 @dataclass
 class TrainOptions:
     run_dir: Path = Path("runs/anfic")
@@ -126,7 +132,8 @@ def evaluate(model, crops: torch.Tensor) -> dict:
     model.eval()
     saved, model.autocast_dtype = model.autocast_dtype, None
     res = {}
-    for q in VAL_QUALITIES:
+    qualities = val_qualities(model)
+    for q in qualities:
         qt = torch.full((crops.shape[0],), q, device=crops.device)
         out = model(crops, qt)
         out["x_hat"] = out["x_hat"].clamp(0, 1)
@@ -134,7 +141,7 @@ def evaluate(model, crops: torch.Tensor) -> dict:
         res[q] = {"bpp": m["bpp"].mean().item(), "psnr": m["psnr"].mean().item(), "loss": m["loss"].item()}
     model.autocast_dtype = saved
     model.train()
-    res["loss"] = sum(res[q]["loss"] for q in VAL_QUALITIES) / len(VAL_QUALITIES)
+    res["loss"] = sum(res[q]["loss"] for q in qualities) / len(qualities)
     return res
 
 
@@ -356,11 +363,12 @@ def train(opts: TrainOptions) -> Path:
 
 def _validate(model, val, counters, logf, save, best: Path) -> None:
     res = evaluate(model, val)
-    row = {"val": {str(q): res[q] for q in VAL_QUALITIES}, "val_loss": res["loss"], "step": counters["step"],
+    qualities = val_qualities(model)
+    row = {"val": {str(q): res[q] for q in qualities}, "val_loss": res["loss"], "step": counters["step"],
            "cpu_h": counters["cpu_seconds"] / 3600}
     logf.write(json.dumps(row) + "\n"); logf.flush()
     tqdm.write("val step %d: %s" % (counters["step"], "  ".join(
-        f"q{q:g} {res[q]['bpp']:.3f}bpp {res[q]['psnr']:.2f}dB" for q in VAL_QUALITIES)))
+        f"q{q:g} {res[q]['bpp']:.3f}bpp {res[q]['psnr']:.2f}dB" for q in qualities)))
     if res["loss"] < counters["best_val"]:
         counters["best_val"] = res["loss"]
         save(best)
