@@ -520,7 +520,7 @@ def bench(folder, out, qualities, classical, reuse_classical, classical_from, an
     if tiling is not None and tiling % 64:
         raise click.BadParameter("must be a multiple of 64", param_hint="--tiling")
     if generations or high_rate or speed or memory or tiling or floor_:
-        from . import floor, generations as gen, highrate, memorybound, speed as speed_bench, tilecost
+        from .benchmarks import floor, generations as gen, highrate, memorybound, speed as speed_bench, tilecost
         images = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")[:limit]
         if not images:
             raise click.ClickException(f"no PNG images in {folder}")
@@ -544,7 +544,7 @@ def bench(folder, out, qualities, classical, reuse_classical, classical_from, an
         click.echo(module.markdown(result))
         click.echo(f"wrote {out}/{name}.json, {name}.md")
         return
-    from .bench import markdown, run
+    from .benchmarks.rd import markdown, run
     others = {}
     for item in compare:
         label, sep, path = item.partition("=")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from anfcodec import generations as gen
+from anfcodec.benchmarks import generations as gen
 from anfcodec import zoo
 
 GENERATIONS = 6

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from anfcodec import floor, intmm
+from anfcodec import intmm
+from anfcodec.benchmarks import floor
 
 
 def _result():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from anfcodec import generations as gen
+from anfcodec.benchmarks import generations as gen
 from conftest import kodak_images, needs_kodak
 
 

@@ -1,7 +1,7 @@
 """High-rate bench: rate at a target PSNR is interpolated between bracketing points, lossless is separate."""
 import math
 
-from anfcodec import highrate
+from anfcodec.benchmarks import highrate
 
 
 def points(*pairs, lossless=None):

@@ -155,7 +155,7 @@ def test_int8_model_reencodes_stably_at_high_quality():
     # kodim03 at q8 was the worst case measured: 40.60 -> 39.53 dB in 4 generations with the
     # refinement aimed at the float flow; 40.64 -> 40.43 aimed at the int8 decoder (the fine
     # fixed-point fast model itself: 40.78 -> 40.63).
-    from anfcodec import generations as gen
+    from anfcodec.benchmarks import generations as gen
     rgb = np.asarray(Image.open(kodak_images()[2]).convert("RGB"))
     curve = [p for _, p in gen.anf_chain(rgb, 8, 4, INT8)]
     assert curve[0] - curve[-1] < 0.35, curve

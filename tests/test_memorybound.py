@@ -1,5 +1,5 @@
 """Memory benchmark plumbing: untiled coding per size in fresh processes, and where the bound is crossed."""
-from anfcodec import memorybound
+from anfcodec.benchmarks import memorybound
 from conftest import SAMPLE
 
 

@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 
-from anfcodec import speed
+from anfcodec.benchmarks import speed
 from conftest import SAMPLE
 
 
@@ -54,7 +54,7 @@ def test_worker_peak_excludes_the_parents():
     """A worker started from a large process reports its own peak, not the parent's (CI ran the
     memory test late in one long pytest process and read pytest's peak)."""
     ballast = np.ones(1536 * 2**20, np.uint8)  # 1.5 GiB resident in this process
-    code = "from anfcodec.speed import _peak_rss_mb; print(_peak_rss_mb())"
+    code = "from anfcodec.benchmarks.speed import _peak_rss_mb; print(_peak_rss_mb())"
     child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert 5 < child < 1024 < ballast.nbytes / 2**20
 

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from anfcodec import tilecost
+from anfcodec.benchmarks import tilecost
 from conftest import synthetic_image
 
 

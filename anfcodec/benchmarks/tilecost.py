@@ -15,12 +15,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .metrics import psnr
-from .zoo import quality_range
+from ..metrics import psnr
+from ..zoo import quality_range
 
 
 def _point(rgb: np.ndarray, quality: float, tile: int | None) -> tuple[float, float]:
-    from . import api
+    from .. import api
     data = api.encode(rgb, quality=quality, tile=tile)
     return 8 * len(data) / (rgb.shape[0] * rgb.shape[1]), psnr(rgb, np.asarray(api.decode(data)))
 
@@ -52,7 +52,7 @@ def run(images: list[Path], quality: float, tile: int) -> dict:
 
 
 def markdown(result: dict) -> str:
-    from .api import tile_size
+    from ..api import tile_size
     lines = [f"Quality {result['quality']:g}, tiles of at most {result['tile']} pixels a side. Cost: extra rate of "
              "the tiled file over whole-image coding at the tiled PSNR (whole-image curve at the neighbouring "
              "qualities).", "",

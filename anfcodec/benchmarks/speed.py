@@ -1,7 +1,7 @@
 """``anfcodec bench --speed``: wall time, peak memory and time split of encode and decode per image size.
 
 Decoding is timed on the default fixed-point path and, at 768x512, on the
-float32 ``--fast`` path. Every measurement runs in a fresh worker process (``python -m anfcodec.speed``),
+float32 ``--fast`` path. Every measurement runs in a fresh worker process (``python -m anfcodec.benchmarks.speed``),
 so its peak RSS is that of one encode or one decode. The worker loads the
 model and warms up before the clock starts; model loading is reported apart.
 Test images are mosaics of the benchmark folder's photographs (or of
@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 SIZES = [("768x512", 768, 512), ("2 MP", 1728, 1152), ("6 MP", 3000, 2000), ("12 MP", 4240, 2832),
          ("24 MP", 6000, 4000)]
-SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sample.png"
+SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sample.png"
 
 
 def mosaic(sources: list[Path], width: int, height: int) -> Image.Image:
@@ -96,8 +96,8 @@ def count_macs(run, modules: dict | None = None) -> dict[str, float]:
     import torch
     import torch.nn.functional as F
 
-    from . import exact, int8net
-    from .entropy_models import GDN
+    from .. import exact, int8net
+    from ..entropy_models import GDN
     totals = {name: 0 for name in modules or {}}
     totals["other"] = 0
     digit = {"_digit": 0, "_int8": 0, "_float32": 0}
@@ -179,7 +179,7 @@ def mbt2018_mean_at(width: int):
 
 def model_width(model_id: str) -> int:
     """Hidden width N of an installed model (what 'equal width' compares at)."""
-    from .zoo import find_entry
+    from ..zoo import find_entry
     return int(find_entry(model_id)["config"]["N"])
 
 
@@ -204,13 +204,13 @@ def worker(kind: str, src: str, dst: str, repeats: int, quality: float, count: b
     mbt2018-mean at hidden width ``width`` instead of ``model_id``. First the same kind of work runs
     on a 512x512 image for ``settle_s`` seconds (see the module's docstring)."""
     import torch
-    from . import api
-    from .imageio import image_bytes
-    from .timing import phase, record
+    from .. import api
+    from ..imageio import image_bytes
+    from ..timing import phase, record
     t0 = time.perf_counter()
     if kind.startswith("mbt"):
         return _mbt_worker(kind, src, repeats, t0, count, width, settle_s)
-    from .zoo import default_model_id, load_model
+    from ..zoo import default_model_id, load_model
     model_id = model_id or default_model_id()
     load_model(model_id, "cpu")
     api.decode(api.encode(np.zeros((64, 64, 3), np.uint8), quality=quality, model_id=model_id))  # warm-up
@@ -257,9 +257,9 @@ def _mbt_worker(kind: str, src: str, repeats: int, t0: float, count: bool, width
 
     import torch
 
-    from .imageio import image_bytes, open_image
-    from .models.anfic import encoder_autocast_dtype
-    from .timing import phase, record
+    from ..imageio import image_bytes, open_image
+    from ..models.anfic import encoder_autocast_dtype
+    from ..timing import phase, record
     net = mbt2018_mean_at(width)
     # Its encoder gets the autocast anfcodec's encoder runs under, so the ratio compares like with like.
     dtype = encoder_autocast_dtype("cpu") if kind == "mbt-encode" else None
@@ -309,7 +309,7 @@ def _mbt_worker(kind: str, src: str, repeats: int, t0: float, count: bool, width
 def _measure(kind: str, src: Path, dst: Path, repeats: int, quality: float, count: bool = False,
              model_id: str | None = None, width: int = 128, settle_s: float = 0.0) -> dict:
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "anfcodec.speed", kind, str(src), str(dst), str(repeats), str(quality),
+    r = subprocess.run([sys.executable, "-m", "anfcodec.benchmarks.speed", kind, str(src), str(dst), str(repeats), str(quality),
                         "count" if count else "time", model_id or "", str(width), str(settle_s)],
                        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if r.returncode:
@@ -324,7 +324,7 @@ SETTLE_S = 20.0  # the settled rate: a 768x512 encode held 0.74-0.82 s over 50 s
 
 def run(sources: list[Path], quality: float = 4, repeats: int = 5, sizes=SIZES, model_id: str | None = None,
         settle_s: float = SETTLE_S) -> dict:
-    from .zoo import default_model_id
+    from ..zoo import default_model_id
     model_id = model_id or default_model_id()
     width = model_width(model_id)
     rows = []

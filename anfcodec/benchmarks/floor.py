@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import intmm
+from .. import intmm
 from .speed import count_macs, mbt2018_mean_at, mosaic
 
 # Matrix products to find the peak with: square, and the shapes of the decoder's largest layer
@@ -57,8 +57,8 @@ def run(sources: list[Path], quality: float = 4, width: int = 768, height: int =
         model_id: str | None = None) -> dict:
     import torch
 
-    from . import api
-    from .zoo import default_model_id, load_model
+    from .. import api
+    from ..zoo import default_model_id, load_model
     model_id = model_id or default_model_id()
     model = load_model(model_id, "cpu")
     image = mosaic(sources, width, height)

@@ -1,7 +1,7 @@
 """``anfcodec bench --memory``: peak memory of whole-image coding against image size.
 
 Encodes (forced whole, no tiles) and decodes images from 0.4 to 2.7 megapixels,
-each in a fresh worker process (``anfcodec.speed``), and reports where the peak
+each in a fresh worker process (``anfcodec.benchmarks.speed``), and reports where the peak
 RSS crosses the memory bound (2 GB = 2e9 bytes): the largest size measured
 within it, the smallest measured above it, and a straight-line fit in the
 padded pixel count. Peak RSS scatters by about 5% from run to run (allocator

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .metrics import psnr
+from ..metrics import psnr
 
 # name -> (Pillow format, extra save options); the settings match bench.PILLOW_CODECS.
 CLASSICAL = {"JPEG 4:2:0": ("JPEG", {}), "WebP m6": ("WEBP", {"method": 6})}
@@ -24,7 +24,7 @@ CLASSICAL = {"JPEG 4:2:0": ("JPEG", {}), "WebP m6": ("WEBP", {"method": 6})}
 def anf_chain(rgb: np.ndarray, quality: float, generations: int,
               model_id: str | None = None) -> list[tuple[float, float]]:
     """(bpp, PSNR vs the original) for each generation of anfcodec at ``quality``."""
-    from . import api
+    from .. import api
     cur, out = rgb, []
     for _ in range(generations):
         data = api.encode(cur, quality=quality, model_id=model_id)

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .metrics import bd_rate, psnr
+from ..metrics import bd_rate, psnr
 
 ANFCODEC = "anfcodec"
 # name -> (settings text, list of (label, encode function(img) -> bytes, decode(bytes) -> array))
@@ -56,7 +56,7 @@ def _jxl_point(path: Path, distance: float, tmp: Path) -> tuple[int, np.ndarray,
 def _anf_point(path: Path, quality: float, tmp: Path, runner, main,
                model_id: str | None = None) -> tuple[int, np.ndarray, float, float, float | None]:
     """(bytes, decoded RGB, encode s, decode s, share of the area coded fine or None if single-scale)."""
-    from .container import describe
+    from ..container import describe
     anf, png = tmp / "x.anf", tmp / "x.png"
     t = time.perf_counter()
     r = runner.invoke(main, ["encode", str(path), "-o", str(anf), "-q", str(quality), "-f",
@@ -83,7 +83,7 @@ def run(folder: Path, out: Path, qualities: list[float], classical: bool = True,
     BD-rates between models, overall and per image (ablations).
     """
     from click.testing import CliRunner
-    from .cli import main
+    from ..cli import main
 
     images = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() == ".png")[:limit]
     if not images:
@@ -149,7 +149,7 @@ def run(folder: Path, out: Path, qualities: list[float], classical: bool = True,
         result["bd_rate_vs"] = {name: bd_rate(c["bpp"], c["psnr"], codecs[ANFCODEC]["bpp"], codecs[ANFCODEC]["psnr"])
                                 for name, c in codecs.items() if name != ANFCODEC}
     if ANFCODEC in codecs:
-        from .zoo import default_model_id
+        from ..zoo import default_model_id
         result["model"] = model_id or default_model_id()
     if compare and ANFCODEC in codecs:
         result["compare"] = compare_runs(result, compare)

@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .bench import _jxl_point, _pillow_point
-from .metrics import psnr
+from .rd import _jxl_point, _pillow_point
+from ..metrics import psnr
 
 ANF_MAX_ERRORS = [4, 3, 2, 1, 0]
 JXL_DISTANCES = [0.5, 0.3, 0.2, 0.1, 0.05, 0.0]
@@ -28,7 +28,7 @@ PSNR_TARGETS = [42.0, 45.0, 50.0]
 
 
 def _anf_point(rgb: np.ndarray, quality: float | None, max_error: int | None) -> tuple[int, np.ndarray]:
-    from . import api
+    from .. import api
     data = api.encode(rgb, quality=quality, max_error=max_error)
     return len(data), np.asarray(api.decode(data))
 
@@ -40,7 +40,7 @@ def _png_point(img: Image.Image, fmt: str, extra: dict) -> tuple[int, np.ndarray
 
 
 def jobs(have_jxl: bool) -> list[tuple[str, object]]:
-    from .zoo import quality_range
+    from ..zoo import quality_range
     top = int(quality_range()[1])
     out = [("anfcodec lossy", f"q{q}") for q in range(top - 2, top + 1)]
     out += [(f"anfcodec q{top} + near-lossless", e) for e in ANF_MAX_ERRORS]
