@@ -99,7 +99,7 @@ def _check_model_and_quality(model_id: str | None, quality: float | None) -> Non
 @click.option("-q", "--quality", type=click.FloatRange(min=1), default=None,
               help="1 = smallest file, up to the model's highest fidelity (10 for the default model, "
                    "8 for the others; 'anfcodec models' lists them); fractions allowed.  "
-                   "[default: 3; the highest with --max-error]")
+                   "[default: 3; 9 with --max-error, or the model's highest if lower]")
 @click.option("--max-error", type=click.IntRange(0, 127), default=None, metavar="N",
               help="Near-lossless: every sample decodes within N levels of the input (adds a residual layer).")
 @click.option("--lossless", is_flag=True, help="Same as --max-error 0: the decoded pixels equal the input's.")
@@ -411,6 +411,9 @@ def _draw_split_map(input: str, raw: bytes, d: dict, out: str, force: bool) -> N
                    "instead of the DCT warm start.")
 @click.option("--lambdas", default=None, metavar="L1,..,L8",
               help="Give the qualities these rate-distortion lambdas; a resumed or --init run is retargeted.")
+@click.option("--extend-qualities-from", "extend_from", type=click.IntRange(1), default=None, metavar="K",
+              help="Train only the gains and post-filter strengths of the qualities above K (those --lambdas "
+                   "added), everything else frozen: qualities 1..K code exactly as before.")
 @click.option("--quantizer", type=click.Choice(["fixed", "mean"]), default=None,
               help="Switch the run's latent quantizer [default: the run's own; 'fixed' for new runs].")
 @click.option("--arch", type=click.Choice(["anfic", "anfic-ckbd", "ms-anfic"]), default=None,
@@ -423,8 +426,8 @@ def _draw_split_map(input: str, raw: bytes, d: dict, out: str, force: bool) -> N
                    "spin against each other (a step went from 0.5 s to 40 s).")
 @click.option("--device", default=None, help="Where to train, e.g. cpu or cuda [default: cuda when present]. "
               "GPU time is logged apart from CPU time in the run's counters and the manifest.")
-def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, qe_width, init, lambdas, quantizer, arch, max_steps,
-          threads, device):
+def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, qe_width, init, lambdas, extend_from,
+          quantizer, arch, max_steps, threads, device):
     """Train (or resume training) the model on a folder of photographs."""
     from .models.anfic import ANFICConfig
     from .training.train import TrainOptions, train as run
@@ -441,7 +444,7 @@ def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, q
     widths = {k: v for k, v in (("N", N), ("qe_width", qe_width)) if v is not None}
     opts = TrainOptions(run_dir=run_dir, minutes=minutes, batch=batch, crop=crop, lr=lr, lr_final=lr_final, bf16=bf16, seed=seed,
                         config=config.to_dict(), init=init, quantizer=quantizer, threads=threads,
-                        arch=arch, max_steps=max_steps, device=device,
+                        arch=arch, max_steps=max_steps, device=device, extend_from=extend_from,
                         widths=widths if init is not None else None)
     if lambdas is not None:
         try:

@@ -76,3 +76,37 @@ def test_a_previous_release_used_as_init_keeps_its_own_record():
     for entry in [*manifest()["models"].values(), *manifest().get("previous", [])]:
         assert _shipped_entry(WEIGHTS_DIR / entry["file"])["sha256"] == entry["sha256"]
     assert _shipped_entry(WEIGHTS_DIR / "no-such-file.pt") == {}
+
+
+def test_extending_the_qualities_trains_only_the_new_ones(tmp_path):
+    import torch
+    from conftest import synthetic_image
+    from anfcodec.models import ARCHITECTURES
+    from anfcodec.training.train import train
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i in range(3):
+        synthetic_image(96, 96, seed=i).save(data / f"p{i}.png")
+    config = ARCHITECTURES["anfic-ckbd"].from_config({"arch": "anfic-ckbd", "N": 16, "M": 64, "hyper_N": 16,
+                                                      "qe_width": 8}).config
+    opts = TrainOptions(run_dir=tmp_path / "run", data=data, crop=64, batch=2, val_size=64, max_steps=2,
+                        config=config.to_dict(), threads=torch.get_num_threads(), bf16=False)
+    train(opts)
+    before = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["model"]
+    # Resumed with two more lambdas (Adam's moments of the resized tables restart), training only those.
+    opts.lambdas, opts.extend_from, opts.max_steps = tuple(config.lambdas) + (0.2, 0.43), 8, 5
+    train(opts)
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    after = state["model"]
+    assert state["config"]["lambdas"][-2:] == [0.2, 0.43] and state["counters"]["step"] == 5
+    for name, p in before.items():
+        if name in ("log_gain", "post_filter.strength", "log_lambdas"):
+            assert torch.equal(after[name][:8], p[:8]), name
+        else:
+            assert torch.equal(after[name], p), name
+    moved = after["log_gain"][8:] - torch.stack([2 * p[7] - p[6] for p in [before["log_gain"]]] * 2)
+    assert moved.abs().max() > 0  # the new rows left their extrapolated start
+    with pytest.raises(ValueError, match="no qualities above 10"):
+        from anfcodec.training.train import train_only_qualities_above
+        from anfcodec.models import build_model
+        train_only_qualities_above(build_model(state["config"]), 10)

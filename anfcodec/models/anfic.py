@@ -181,15 +181,25 @@ class ANFIC(nn.Module):
         new = torch.log(torch.tensor(lambdas, dtype=torch.float64))
         hi = torch.searchsorted(old, new).clamp(1, len(old) - 1)
         frac = ((new - old[hi - 1]) / (old[hi] - old[hi - 1])).float()
+        # A lambda the model already has keeps its rows bit for bit (interpolating at a fraction
+        # of 1 - 1e-8 would not), so that adding qualities leaves the existing ones as they code.
+        kept = {i: j for i, lam in enumerate(lambdas) for j, was in enumerate(self.config.lambdas)
+                if math.isclose(lam, was, rel_tol=1e-9)}
 
         def remap(table: torch.Tensor) -> torch.Tensor:
             f = frac.view(-1, *([1] * (table.dim() - 1)))
-            return table[hi - 1] * (1 - f) + table[hi] * f
+            out = table[hi - 1] * (1 - f) + table[hi] * f
+            for i, j in kept.items():
+                out[i] = table[j]
+            return out
 
         with torch.no_grad():
             self.log_gain.data = remap(self.log_gain.data)
             self.post_filter.strength.data = remap(self.post_filter.strength.data)
-            self.log_lambdas.data = new.float()
+            log_lambdas = new.float()
+            for i, j in kept.items():
+                log_lambdas[i] = self.log_lambdas[j]
+            self.log_lambdas.data = log_lambdas
         self.config.lambdas = tuple(lambdas)
 
     def gain(self, quality: torch.Tensor) -> torch.Tensor:

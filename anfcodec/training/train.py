@@ -61,6 +61,7 @@ class TrainOptions:
     widths: dict | None = None  # narrow the --init weights to these widths, e.g. {"N": 64, "qe_width": 16}
     max_steps: int | None = None  # stop at this cumulative step count (equal-step ablations)
     lambdas: tuple | None = None  # retarget the qualities of a resumed or initialised run
+    extend_from: int | None = None  # train only the per-quality tables of the qualities above this one
     quantizer: str | None = None  # switch a run's latent quantizer ("fixed" or "mean")
     config: dict | None = None
 
@@ -156,6 +157,25 @@ def _param_groups(model):
     return main, gains, fresh, aux
 
 
+def train_only_qualities_above(model, k: int) -> None:
+    """Freeze all but the per-quality tables, and in them the rows of qualities 1..k.
+
+    Qualities 1..k then code exactly as before (same transforms, gains and entropy
+    model), while the qualities that ``--lambdas`` added above them find their gains and
+    post-filter strengths: a model's range grows without a release changing its old files.
+    Adam without weight decay leaves a parameter whose gradient is always zero exactly where it is.
+    """
+    if not 1 <= k < model.num_qualities:
+        raise ValueError(f"no qualities above {k} to train (the model has {model.num_qualities})")
+    for name, p in model.named_parameters():
+        if name in ("log_gain", "post_filter.strength"):
+            keep = torch.ones_like(p)
+            keep[:k] = 0
+            p.register_hook(lambda grad, keep=keep: grad * keep)
+        else:
+            p.requires_grad_(False)
+
+
 def _shipped_entry(weights: Path) -> dict:
     """The manifest entry of shipped weights, a current or a previous release, or {} for a loose file."""
     try:
@@ -238,7 +258,11 @@ def train(opts: TrainOptions) -> Path:
         counters.update(state["counters"])
     if opts.lambdas is not None and tuple(opts.lambdas) != tuple(model.config.lambdas):
         tqdm.write(f"qualities retargeted: lambdas {list(model.config.lambdas)} -> {list(opts.lambdas)}")
+        resized = len(opts.lambdas) != model.num_qualities
         model.retarget_qualities(tuple(opts.lambdas))
+        if resized:  # Adam's moments of the per-quality tables have the old row count
+            for p in gain_params:
+                opt.state.pop(p, None)
         config = {**config, "lambdas": list(opts.lambdas)}
         counters["best_val"] = math.inf  # validation losses at other lambdas do not compare
     if opts.quantizer is not None and opts.quantizer != model.config.quantizer:
@@ -256,6 +280,9 @@ def train(opts: TrainOptions) -> Path:
         model.autocast_dtype = torch.bfloat16
     memory_format = torch.channels_last if opts.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
+    if opts.extend_from is not None:
+        train_only_qualities_above(model, opts.extend_from)
+        tqdm.write(f"training qualities {opts.extend_from}..{model.num_qualities} only; 1..{opts.extend_from} stay as they are")
     for o in (opt, aux_opt):  # moments restored from a CPU checkpoint follow the model
         for st in o.state.values():
             for k, v in st.items():
@@ -306,7 +333,8 @@ def train(opts: TrainOptions) -> Path:
             warm = 1.0 if adam_start is None else min(1.0, (step - adam_start + 1) / opts.warmup)
             g["lr"] = base_lr * guard.lr_scale * g["lr_mult"] * warm
         x = sampler.batch(opts.batch).contiguous(memory_format=memory_format)
-        q = (1 + (model.num_qualities - 1) * torch.rand(opts.batch, generator=qgen)).to(device)
+        q_lo = opts.extend_from or 1
+        q = (q_lo + (model.num_qualities - q_lo) * torch.rand(opts.batch, generator=qgen)).to(device)
         out = model(x, q)
         m = rd_loss(out, x, model.lmbda(q))
         loss = m["loss"].item()
@@ -323,9 +351,10 @@ def train(opts: TrainOptions) -> Path:
         if fresh_params:  # clipped apart, so that their large early gradients do not shrink the others'
             torch.nn.utils.clip_grad_norm_(fresh_params, 1.0)
         opt.step()
-        aux_opt.zero_grad(set_to_none=True)
-        model.aux_loss().backward()
-        aux_opt.step()
+        if opts.extend_from is None:  # the hyperlatent's CDF tables are shared by every quality
+            aux_opt.zero_grad(set_to_none=True)
+            model.aux_loss().backward()
+            aux_opt.step()
         guard.maybe_snapshot(step, model, opt)
 
         counters["step"] = step + 1
