@@ -77,7 +77,7 @@ bench-floor: install  ## work per network of a 768x512 image vs mbt2018-mean, an
 	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --floor --qualities 4
 
 bench-generations: install  ## 10 re-encoding generations on 4 Kodak images vs JPEG/WebP -> docs/bench/generations.*
-	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --generations 10 --qualities 2,4,5,6,8 --limit 4
+	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --generations 10 --qualities 2,4,5,6,8,10 --limit 4
 
 fuzz: install  ## the long hostile-input run (issue: reliability): 20000 cases per mutation strategy
 	FUZZ_EXAMPLES=20000 $(BIN)/python -m pytest -q tests/test_fuzz.py --hypothesis-show-statistics

@@ -27,6 +27,10 @@ from .zoo import default_model_id, find_entry, load_model, quality_range  # noqa
 
 QUALITY_MIN = 1.0
 DEFAULT_QUALITY = 3.0
+# The near-lossless layer's lossy base, unless -q says otherwise (or the model's top, if lower). Measured
+# with the default model on Kodak 1-3 (bench/near_lossless_base.py): base quality 9 needs 1-3% less rate
+# than 8 or 10 at max errors 2-4, and within 0.5% of them at 0-1.
+NEAR_LOSSLESS_BASE = 9.0
 
 
 def default_device() -> str:
@@ -48,7 +52,7 @@ def encode(image, quality: float | None = None, model_id: str | None = None, dev
     """Compress an image (path, bytes, PIL image or uint8 array) into .anf bytes.
 
     ``quality`` runs from 1 (smallest file) to the model's highest (``quality_range``);
-    None means 3, or with ``max_error`` the highest.
+    None means 3, or with ``max_error`` ``NEAR_LOSSLESS_BASE`` (the model's highest if lower).
 
     ``strip`` drops the ICC profile and EXIF, which are otherwise carried.
     ``refine`` is the number of encoder refinement steps (see ``ANFIC.refine``, may be
@@ -61,7 +65,7 @@ def encode(image, quality: float | None = None, model_id: str | None = None, dev
     """
     pic, model = _prepare(image, model_id, device, max_pixels, strip)
     if quality is None:
-        quality = model.num_qualities if max_error is not None else DEFAULT_QUALITY
+        quality = min(NEAR_LOSSLESS_BASE, model.num_qualities) if max_error is not None else DEFAULT_QUALITY
     quality = check_quality(quality, model.num_qualities)
     steps = model.default_refine(quality) if refine is None else refine
     h, w = pic.rgb.shape[:2]

@@ -193,3 +193,9 @@ def test_resc_as_docs_format_describes_it():
     out = np.clip(lossy + (2 * tau + 1) * k, 0, 255)
     assert np.array_equal(out, residual.decode(residual.Residual.unpack(payload), lossy)[0])
     assert np.abs(out - original.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("model_id, base", [(None, 9.0), ("anfic-ckbd-n64-m256", 8.0)])
+def test_near_lossless_base_is_quality_9_or_the_models_top(small_image, model_id, base):
+    c = fmt.unpack(anfcodec.encode(small_image, max_error=2, model_id=model_id))
+    assert c.header.quality == base

@@ -53,3 +53,16 @@ def test_a_model_exported_beside_the_default_leaves_the_default(tmp_path, monkey
     export(_checkpoint(tmp_path / "b.ckpt", 2), tmp_path, "fast", make_default=False)
     man = zoo.manifest(tmp_path)
     assert man["default"] == "best" and set(man["models"]) == {"best", "fast"}
+
+
+def test_the_default_release_with_ten_qualities_codes_one_to_eight_as_the_one_it_extends(small_image):
+    # 12561f1f is bf14c6ef plus qualities 9-10: its qualities 1-8 must give the same symbols and pixels.
+    new = zoo.load_model("anfic-ckbd-n128-m256", weights_hash=bytes.fromhex("12561f1fed85f9db"))
+    old = zoo.load_model("anfic-ckbd-n128-m256", weights_hash=bytes.fromhex("bf14c6ef74d83a4a"))
+    assert (new.num_qualities, old.num_qualities) == (10, 8)
+    x = api._tensor(np.asarray(small_image), (0, 0, small_image.width, small_image.height), new)
+    for quality in (1, 4.5, 8):
+        a, b = new.compress(x, quality, new.default_refine(quality)), old.compress(x, quality, old.default_refine(quality))
+        assert torch.equal(a.latent, b.latent) and torch.equal(a.hyper, b.hyper), quality
+        assert torch.equal(new.decompress(a, quality), old.decompress(b, quality)), quality
+    assert not torch.equal(new.compress(x, 10, 1).latent, new.compress(x, 8, 1).latent)

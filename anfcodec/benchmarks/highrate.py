@@ -1,7 +1,7 @@
 """The high-rate end of the RD curve: near-lossless and lossless coding against JPEG XL, AVIF, WebP and PNG.
 
-anfcodec runs lossy at its top three qualities, and at its top quality with the
-near-lossless layer (``max_error`` N, 0 = lossless); JPEG XL at small distances
+anfcodec runs lossy at its top three qualities, and with the near-lossless layer
+(``max_error`` N, 0 = lossless) on its default base quality (``api.NEAR_LOSSLESS_BASE``); JPEG XL at small distances
 and lossless, AVIF at high qualities, WebP and PNG lossless. For every codec the
 table gives the rate at which the mean PSNR reaches 42, 45 and 50 dB (log-rate
 interpolated between measured points) and its lossless rate.
@@ -43,7 +43,9 @@ def jobs(have_jxl: bool) -> list[tuple[str, object]]:
     from ..zoo import quality_range
     top = int(quality_range()[1])
     out = [("anfcodec lossy", f"q{q}") for q in range(top - 2, top + 1)]
-    out += [(f"anfcodec q{top} + near-lossless", e) for e in ANF_MAX_ERRORS]
+    from .. import api
+    base = min(api.NEAR_LOSSLESS_BASE, top)
+    out += [(f"anfcodec q{base:g} + near-lossless", e) for e in ANF_MAX_ERRORS]
     if have_jxl:
         out += [("JPEG XL (cjxl 0.7 e7)", d) for d in JXL_DISTANCES]
     out += [("AVIF (libavif/aom s4 4:4:4)", q) for q in AVIF_QUALITIES]
