@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import shutil
 import subprocess
 import tempfile
@@ -239,8 +240,10 @@ def plot(result: dict, path: Path, anchors: Path | None = None) -> None:
                     label="mbt2018-mean (CompressAI, published, GPU-trained)")
     ax.set_xlabel("bits per pixel")
     ax.set_ylabel("PSNR-RGB (dB)")
-    ax.set_xlim(0, 2.0)
-    ax.set_ylim(24, 42)
+    # The classical curves run far past 2 bpp; show them up to where anfcodec's own curve ends.
+    ours = result["codecs"].get(ANFCODEC, {"bpp": [0.0], "psnr": [0.0]})
+    ax.set_xlim(0, max(2.0, 1.05 * max(ours["bpp"])))
+    ax.set_ylim(24, max(42.0, math.ceil(max(ours["psnr"])) + 1))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(f"Rate-distortion on {Path(result['folder']).name} ({result['images']} images)")
