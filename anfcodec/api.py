@@ -134,7 +134,8 @@ def encode_to_target(image, target_bpp: float | None = None, max_bytes: int | No
             trials[k] = (data, p)
         return len(trials[k][0]), trials[k][1]
 
-    k, note, met = search(trial, w * h, top_step(model.num_qualities), target_bpp=target_bpp, max_bytes=max_bytes, target_psnr=target_psnr)
+    k, note, met = search(trial, w * h, top_step(model.num_qualities), target_bpp=target_bpp,
+                          max_bytes=max_bytes, target_psnr=target_psnr)
     trial(k)  # already cached by the search
     data, p = trials[k]
     report = RateReport(k / fmt.QUALITY_SCALE, len(data), 8 * len(data) / (w * h), p, len(trials), met, note)

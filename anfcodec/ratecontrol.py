@@ -2,9 +2,9 @@
 
 Quality is continuous (stored in 1/256 steps), and file size and PSNR grow
 with it, so a bisection over the representable qualities in [1, Q] (1793
-for Q = 8, 2305 for Q = 10) needs about 11 trials. The quality-independent analysis transform runs once;
-each trial only re-quantizes and entropy-codes (and, for a PSNR target,
-decodes).
+for Q = 8, 2305 for Q = 10) needs about 11 trials. The quality-independent
+analysis transform runs once; each trial only re-quantizes and entropy-codes
+(and, for a PSNR target, decodes).
 """
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from . import container as fmt
 
 K_LO = 1 * fmt.QUALITY_SCALE
+BPP_TOLERANCE, PSNR_TOLERANCE = 0.03, 0.1
 
 
 def top_step(num_qualities: int) -> int:
     """The highest quality step of a model with qualities 1..num_qualities."""
     return num_qualities * fmt.QUALITY_SCALE
-BPP_TOLERANCE, PSNR_TOLERANCE = 0.03, 0.1
 
 
 class TargetError(ValueError):

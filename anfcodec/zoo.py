@@ -67,8 +67,9 @@ def find_entry(model_id: str, weights_hash: bytes | None = None, weights_dir: Pa
 def quality_range(model_id: str | None = None, weights_dir: Path | None = None) -> tuple[float, float]:
     """(lowest, highest) quality of a model's current release (default: the shipped default).
 
-    One quality per trained rate-distortion lambda: 1..8, or 1..10 for a model trained
-    into the high-fidelity range. Read from the manifest, so it needs no torch.
+    One quality per rate-distortion lambda in the model's config: 1..8, or 1..10 for a
+    model whose range was extended (the default since 12561f1f). Read from the manifest,
+    so it needs no torch.
     """
     entry = find_entry(model_id or default_model_id(weights_dir), weights_dir=weights_dir)
     return 1.0, float(len(entry["config"]["lambdas"]))
