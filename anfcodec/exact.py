@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import intmm
+from . import arith
 from .entropy_models import GDN
 
 ACT_BITS = 10       # entropy parameters: activations on a 2^-10 grid
@@ -67,13 +67,14 @@ MIN_DIGIT_DEPTH = 256  # shallowest convolution (C_in * k^2) that takes the int8
 
 
 class Kernel:
-    """Fixed-point convolution weights [C_out, C_in, k, k] and bias (integer-valued float64), with the
-    int8 digit form of their matrix product (``intmm``) made once, on first use."""
+    """Fixed-point convolution weights [C_out, C_in, k, k] and bias (integer-valued float64), with
+    their matrix form in each arithmetic backend (``arith``) made on first use."""
 
     def __init__(self, w: torch.Tensor, b: torch.Tensor | None = None):
         self.w, self.b = w, b
-        self._digits: intmm.DigitMatrix | None = None
+        self._operands: dict = {}
         self.bias_max = _abs_max(b)
+        self.w_max = _abs_max(w)
 
     def to(self, device: torch.device) -> "Kernel":
         if self.w.device != device:
@@ -81,40 +82,38 @@ class Kernel:
             self.b = None if self.b is None else self.b.to(device)
         return self
 
-    def use_digits(self, a: torch.Tensor) -> bool:
-        """Whether the int8 digit products are the faster form here. Their fixed costs (splitting,
-        unfolding, combining m + n - 1 results) pay off for deep products: on the fast model, layers
-        with K = 576..6400 ran 1.2-2.6 times faster than float64, the post-filter's (K = 27, 144) not
-        at all. Lowering ``MIN_DIGIT_DEPTH`` to 128, 64 or 16 changed a whole 768x512 decode by -2% to
-        +6% (fast model) and -4% to +1% (default): noise, so shallow layers keep float64."""
+    def backend(self, a_max: float, device: torch.device) -> arith.Backend:
+        """How this layer multiplies inputs up to ``a_max``: the measured choice for its magnitudes,
+        except that shallow layers keep float64 convolutions. The digit forms' fixed costs (splitting,
+        unfolding, combining m + n - 1 results) pay off only for deep products: on the fast model,
+        layers with K = 576..6400 ran 1.2-2.6 times faster as int8 digits than in float64, the
+        post-filter's (K = 27, 144) not at all, and a lower ``MIN_DIGIT_DEPTH`` was noise."""
         c_out, c_in, k, _ = self.w.shape
-        depth = c_in * k * k
-        # The products concatenate up to min(digits of a, digits of w) planes along the inner dimension.
-        bits = intmm.digit_bits(a.device.type)
-        return bits > 0 and MIN_DIGIT_DEPTH <= depth and 4 * depth <= intmm.max_depth(bits)
+        if c_in * k * k < MIN_DIGIT_DEPTH:
+            return arith.FLOAT64
+        return conv_backend(a_max, self.w_max, device)
 
-    def matmul(self, cols: torch.Tensor, max_abs: float) -> torch.Tensor:
-        """Digits [M, m, K] of the unfolded input (K in (ky, kx, c) order, which makes each kernel
-        row one contiguous run of an NHWC input) -> products plus bias, float64 [M, C_out]."""
-        if self._digits is None:
+    def matmul(self, cols: torch.Tensor, max_abs: float, be: arith.Backend) -> torch.Tensor:
+        """Digit planes [M, m, K] of the unfolded input (K in (ky, kx, c) order, which makes each
+        kernel row one contiguous run of an NHWC input) -> products plus bias, float64 [M, C_out]."""
+        key = (be, cols.device)
+        if key not in self._operands:
             c_out, c_in, k, _ = self.w.shape
-            self._digits = intmm.DigitMatrix(self.w.permute(2, 3, 1, 0).reshape(k * k * c_in, c_out).cpu(),
-                                             intmm.digit_bits())
-        acc = self._digits.rmatmul(cols, max_abs, self.bias_max)
+            self._operands[key] = be.prepare(self.w.permute(2, 3, 1, 0).reshape(k * k * c_in, c_out).to(cols.device))
+        acc = self._operands[key].rmatmul(cols, max_abs, self.bias_max)
         return acc if self.b is None else acc.add_(self.b)
 
 
-def _nhwc_digits(x: torch.Tensor, max_abs: float, bits: int) -> torch.Tensor:
-    """Integer-valued float64 [B, C, H, W] with |x| <= max_abs -> int8 digits [n, B, H, W, C]."""
-    n = intmm.digits_for(max_abs, bits)
-    return intmm.split_digits(intmm.to_int(x.permute(0, 2, 3, 1), max_abs), n, bits)
+def _nhwc_digits(x: torch.Tensor, max_abs: float, be: arith.Backend) -> torch.Tensor:
+    """Integer-valued [B, C, H, W] with |x| <= max_abs -> the backend's digit planes [n, B, H, W, C]."""
+    return be.digits(x.permute(0, 2, 3, 1), max_abs)
 
 
 def _im2col(d: torch.Tensor, k: int, stride: int) -> torch.Tensor:
     """Digits [n, B, H, W, C] -> unfolded [B * H_out * W_out, n, k * k * C], columns in (ky, kx, c) order.
 
     In NHWC the k * C values of one kernel row are contiguous, so each of the n * k copies moves
-    runs of k * C bytes; an int8 unfold is 8 times smaller than float64's."""
+    runs of k * C values; an int8 unfold is 8 times smaller than float64's."""
     n, b, h, w, c = d.shape
     h_out, w_out = (h - k) // stride + 1, (w - k) // stride + 1
     out = d.new_empty(b, h_out, w_out, n, k, k * c)
@@ -126,16 +125,46 @@ def _im2col(d: torch.Tensor, k: int, stride: int) -> torch.Tensor:
     return out.view(b * h_out * w_out, n, k * k * c)
 
 
-def _conv(x: torch.Tensor, kernel: Kernel, stride: int, max_abs: float | None = None) -> torch.Tensor:
-    """Unpadded conv2d of ``x`` (|x| <= max_abs, where the caller knows it) with integer results, as
-    int8 digit products where those are faster."""
-    if not kernel.use_digits(x):
-        return F.conv2d(x, kernel.w, kernel.b, stride=stride)
+def _conv(x: torch.Tensor, kernel: Kernel, stride: int, max_abs: float | None = None,
+          be: arith.Backend | None = None) -> torch.Tensor:
+    """Unpadded conv2d of ``x`` (|x| <= max_abs, where the caller knows it) with integer results, in
+    the backend ``be`` (by default the layer's choice)."""
+    if be is None:
+        max_abs = abs_max(x) if max_abs is None else max_abs
+        be = kernel.backend(max_abs, x.device)
+    if be is arith.FLOAT64:
+        return F.conv2d(x.double(), kernel.w, kernel.b, stride=stride)
     max_abs = abs_max(x) if max_abs is None else max_abs
     c_out, _, k, _ = kernel.w.shape
     b, h_out, w_out = x.shape[0], (x.shape[2] - k) // stride + 1, (x.shape[3] - k) // stride + 1
-    cols = _im2col(_nhwc_digits(x, max_abs, intmm.digit_bits()), k, stride)
-    return kernel.matmul(cols, max_abs).view(b, h_out, w_out, c_out).permute(0, 3, 1, 2)
+    cols = _im2col(_nhwc_digits(x, max_abs, be), k, stride)
+    return kernel.matmul(cols, max_abs, be).view(b, h_out, w_out, c_out).permute(0, 3, 1, 2)
+
+
+def _probe_conv(a_digits: int, w_digits: int, device: torch.device, c_in: int = 128, c_out: int = 128, k: int = 3):
+    """A representative convolution for the backend choice: 32x32 outputs of a k x k layer, inputs
+    spanning ``a_digits`` 8-bit digits, weights ``w_digits`` with a trained layer's spread (most
+    far below the largest, which matters to the float32 chunking)."""
+    g = torch.Generator().manual_seed(17 * a_digits + w_digits)
+    a_max, w_max = (2.0 ** (8 * n - 1) - 1 for n in (a_digits, w_digits))
+    x = torch.round((torch.rand(1, c_in, 32 + k - 1, 32 + k - 1, generator=g, dtype=torch.float64) * 2 - 1) * a_max)
+    w = torch.empty(c_out, c_in, k, k, dtype=torch.float64).exponential_(generator=g).mul_(w_max / 8).clamp_(max=w_max)
+    w = torch.round(w * torch.sign(torch.rand(w.shape, generator=g, dtype=torch.float64) - 0.5))
+    return x.to(device), Kernel(w.to(device)), a_max
+
+
+def conv_backend(a_max: float, w_max: float, device: torch.device | str = "cpu") -> arith.Backend:
+    """The measured backend for deep convolutions of inputs up to ``a_max`` by weights up to ``w_max``."""
+    device = torch.device(device)
+    classes = (arith.magnitude_class(a_max), arith.magnitude_class(w_max))
+    probe = []
+
+    def workload(be: arith.Backend) -> torch.Tensor:
+        if not probe:
+            probe.extend(_probe_conv(*classes, device))
+        x, kernel, x_max = probe
+        return _conv(x, kernel, 1, x_max, be)
+    return arith.fastest(("conv", *classes), workload, device.type)
 
 
 def strip_conv(a: torch.Tensor, w: torch.Tensor | Kernel, b: torch.Tensor | None = None, stride: int = 1,
@@ -159,8 +188,9 @@ def strip_conv(a: torch.Tensor, w: torch.Tensor | Kernel, b: torch.Tensor | None
     h_out = (h + pad[0] + pad[1] - k) // stride + 1
     w_out = (w_pad - k) // stride + 1
     narrow = stride == 1 and 4 * c_out <= c_in
-    if not narrow and kernel.use_digits(a):  # 2-3 int8 digit planes of the unfold; int32 products, float64 sums
-        row_bytes = max(w_out, 1) * (3 * k * k * c_in + 32 * c_out)
+    be = None if narrow else kernel.backend(abs_max(a) if max_abs is None else max_abs, a.device)
+    if be is not None and be is not arith.FLOAT64:  # ~3 digit planes of the unfold, float64 sums
+        row_bytes = max(w_out, 1) * (3 * be.dtype.itemsize * k * k * c_in + 32 * c_out)
     else:
         row_bytes = 8 * k * k * (c_out * w_pad if narrow else c_in * max(w_out, 1))
     rows = max(1, STRIP_BYTES // row_bytes)
@@ -174,7 +204,8 @@ def strip_conv(a: torch.Tensor, w: torch.Tensor | Kernel, b: torch.Tensor | None
             x = F.pad(x, (pad[0], pad[1], max(-lo, 0), max(hi - h, 0)))
         # A band's own max |x| can need fewer digits than the whole input's (one digit plane fewer
         # in some bands of the fast model's widest layers: ~2% faster decoding there, same integers).
-        r = narrow_conv(x, kernel) if narrow else _conv(x, kernel, stride, max_abs if rows >= h_out else None)
+        r = narrow_conv(x, kernel) if narrow else _conv(x, kernel, stride, max_abs if rows >= h_out else None,
+                                                        be if be is arith.FLOAT64 else None)
         return r if rescale is None else r.mul_(rescale).round_()
     if rows >= h_out:
         r = conv(0, h_out)

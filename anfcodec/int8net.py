@@ -14,9 +14,9 @@ pixels, so every step below is part of the format:
   L = 127 (one int8 digit), except the first convolution of every network and
   the last of g_s1's branch. Those take L = 32639, two balanced int8 digits:
   8-bit inputs cost 0.59 and 0.41 dB there at q8 (bench/int8_sensitivity.py).
-* Products: int8 x int8 with int32 sums (``torch._int_mm``). Where that is not
-  exact on a CPU (no VNNI, see ``intmm.digit_bits``), or off the CPU, the same
-  integers are multiplied in float64, which is exact below 2^53.
+* Products: exact integer products of those integers, in whichever ``arith`` backend
+  is fastest here (int8 with int32 sums where the CPU has VNNI or AMX, else float32
+  chunked below 2^24, or float64): every backend gives the same integers.
 * Between convolutions, in float32, one IEEE operation at a time (each correctly
   rounded, so the same on every machine): ``v = acc * (s * s_o) + bias``. Then
   GDN/IGDN or LeakyReLU, then requantization for the next convolution. GDN's
@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import intmm
+from . import arith
 from .entropy_models import GDN
-from .exact import SYNTH_ACT_BITS, _im2col, subpixel_kernel
+from .exact import SYNTH_ACT_BITS, _im2col, conv_backend, subpixel_kernel
 
 WIDE_LIMIT = 32639   # two balanced int8 digits reach 127 + 127 * 256
 NARROW_LIMIT = 127
@@ -77,17 +77,6 @@ def wide_inputs(name: str, modules: list[nn.Module]) -> set[int]:
     return {convs[0]} | ({convs[-1]} if name == "g_s1_branch" else set())
 
 
-def _products_exact(device: torch.device) -> bool:
-    return device.type == "cpu" and intmm.digit_bits("cpu") == 8
-
-
-def _int8_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """int8 [M, K] @ int8 [K, N] with exact sums (int32 on the CPU's int8 units, else float64)."""
-    if _products_exact(a.device):
-        return torch._int_mm(a, b)
-    return a.double() @ b.double()
-
-
 class Int8Conv:
     """One convolution (or transposed convolution) of the int8 synthesis, with what follows it."""
 
@@ -115,6 +104,7 @@ class Int8Conv:
         c_out, c_in, k, _ = q.shape
         self.k, self.c_out, self.c_fin = k, c_out, c_out // self.shuffle**2
         self.w = q.permute(2, 3, 1, 0).reshape(k * k * c_in, c_out).to(torch.int8).contiguous()
+        self._operands: dict = {}
         rep = self.shuffle**2
         self.scale = (self.s_in * s_w).repeat_interleave(rep).float()   # one accumulator unit, per product column
         self.bias = bias.repeat_interleave(rep).float()
@@ -151,20 +141,24 @@ class Int8Conv:
         network's last convolution (``nxt`` None), float64 2^-14-grid NCHW."""
         b = x.shape[0]
         x = F.pad(x, (0, 0, self.pad[0], self.pad[1], self.pad[0], self.pad[1]))
-        digits = x[None] if x.dtype == torch.int8 else intmm.split_digits(x.clone(), 2, 8)
+        be = conv_backend(self.limit, NARROW_LIMIT, x.device)
+        digits = be.digits(x, self.limit)
+        key = (be, x.device)
+        if key not in self._operands:
+            self._operands[key] = be.prepare(self.w.to(x.device))
+        operand = self._operands[key]
         h_out = (x.shape[1] - self.k) // self.stride + 1
         w_out = (x.shape[2] - self.k) // self.stride + 1
         s, c = self.shuffle, self.c_fin
         dtype = torch.float64 if nxt is None else (torch.int8 if nxt.limit == NARROW_LIMIT else torch.int32)
         out = torch.empty(b, h_out * s, w_out * s, c, dtype=dtype, device=x.device)
-        row_bytes = max(w_out, 1) * (digits.shape[0] * self.k * self.k * x.shape[3] + 16 * self.c_out)
+        row_bytes = max(w_out, 1) * (digits.shape[0] * digits.element_size() * self.k * self.k * x.shape[3]
+                                     + 16 * self.c_out)
         rows = max(1, STRIP_BYTES // row_bytes)
         for r0 in range(0, h_out, rows):
             r1 = min(r0 + rows, h_out)
             cols = _im2col(digits[:, :, r0 * self.stride:(r1 - 1) * self.stride + self.k], self.k, self.stride)
-            acc = _int8_mm(cols[:, 0].contiguous() if digits.shape[0] > 1 else cols[:, 0], self.w)
-            if digits.shape[0] > 1:  # two digits: exact in float64 (|acc| < 2^45)
-                acc = _int8_mm(cols[:, 1].contiguous(), self.w).double().mul_(256.0).add_(acc)
+            acc = operand.rmatmul(cols, self.limit)  # exact integers (|acc| < 2^45), float64
             if nxt is None:
                 v = acc.double().mul_(self.out_scale64).add_(self.bias64).round_()
             else:
@@ -184,6 +178,7 @@ class Int8Conv:
             hi = torch.floor(sq * (1.0 / 256))
             lo = sq.sub_(hi * 256)
             norm = (hi @ self.gamma).mul_(256.0).add_(lo @ self.gamma).mul_(self.norm_scale).add_(self.beta).sqrt_()
+            arith.note("float32", v.shape[0] * self.gamma.numel(), 2 * v.shape[0] * self.gamma.numel())
             return v.mul_(norm) if self.inverse else v.div_(norm)
         if self.slope is not None:
             return F.leaky_relu(v, self.slope)

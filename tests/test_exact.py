@@ -8,6 +8,7 @@ from torch import nn
 from anfcodec import api
 from anfcodec.entropy_models import GDN
 from anfcodec import exact
+from anfcodec import arith
 from anfcodec.exact import ExactnessError, ExactSequential, subpixel_kernel, to_grid
 from anfcodec.imageio import pad_edge
 
@@ -121,31 +122,33 @@ def test_narrow_layers_equal_one_convolution(monkeypatch, strip_bytes, shuffle):
     assert torch.equal(exact.strip_conv(a, w, b, 1, (1, 1), shuffle=shuffle), whole)
 
 
+@pytest.mark.parametrize("backend", [be.name for be in arith.candidates()])
 @pytest.mark.parametrize("stride,shuffle,strip_bytes", [(1, 1, 1), (2, 1, 64 << 20), (1, 2, 1 << 16)])
-def test_deep_convolutions_take_int8_digits_and_equal_float64(monkeypatch, stride, shuffle, strip_bytes):
-    # C_in * k^2 = 288 takes the digit products; values span 2-3 digits, as the synthesis' do.
-    if not exact.intmm.available():
-        pytest.skip("no int8 matrix product on this CPU build")
+def test_deep_convolutions_in_every_backend_equal_float64(monkeypatch, stride, shuffle, strip_bytes, backend):
+    # C_in * k^2 = 288 takes the backend's products; values span 2-3 digits, as the synthesis' do.
+    monkeypatch.setenv(arith.ENV, backend)
     g = torch.Generator().manual_seed(stride * 10 + shuffle)
     a = torch.randint(-2**16, 2**16, (1, 32, 19, 23), generator=g).double()
     w = torch.randint(-2**17, 2**17, (8, 32, 3, 3), generator=g).double()
     b = torch.randint(-2**20, 2**20, (8,), generator=g).double()
     kernel = exact.Kernel(w, b)
-    assert kernel.use_digits(a)
+    assert kernel.backend(2**16, a.device).name == backend
     whole = F.conv2d(F.pad(a, (1, 1, 1, 1)), w, b, stride=stride)
     whole = F.pixel_shuffle(whole, shuffle) if shuffle > 1 else whole
     monkeypatch.setattr(exact, "STRIP_BYTES", strip_bytes)
     assert torch.equal(exact.strip_conv(a, kernel, None, stride, (1, 1), shuffle=shuffle), whole)
 
 
-def test_fixed_point_network_is_the_same_with_and_without_digit_products(monkeypatch):
+def test_fixed_point_network_is_the_same_in_every_backend():
     torch.manual_seed(1)
     net = nn.Sequential(nn.Conv2d(3, 32, 5, 2, 2), GDN(32), nn.ConvTranspose2d(32, 32, 5, 2, 2, 1),
                         GDN(32, inverse=True), nn.Conv2d(32, 3, 3, 1, 1)).eval()
     x = to_grid(torch.rand(1, 3, 40, 56), 14)
-    with_digits = ExactSequential(net, 14, 16)(x)
-    monkeypatch.setattr(exact.intmm, "available", lambda device="cpu": False)
-    assert torch.equal(ExactSequential(net, 14, 16)(x), with_digits)
+    outs = []
+    for be in arith.candidates():
+        with arith.force(be.name):
+            outs.append(ExactSequential(net, 14, 16)(x))
+    assert all(torch.equal(o, outs[-1]) for o in outs)
 
 
 def test_size_keeping_network_in_bands_equals_one_pass(monkeypatch):

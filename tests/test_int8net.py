@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from anfcodec import api, int8net, zoo
+from anfcodec import api, arith, int8net, zoo
 from anfcodec.models import build_model
 from anfcodec.training.data import DEFAULT_TRAIN_DIR
 from conftest import SAMPLE, kodak_images, needs_kodak
@@ -51,16 +51,15 @@ def test_strips_do_not_change_the_result(int8_model, monkeypatch):
     assert torch.equal(net(z2), whole)
 
 
-def test_float64_products_give_the_int8_units_integers(int8_model, monkeypatch):
-    """Where int8 products are not exact (no VNNI) or not on the CPU, float64 takes over: same pixels."""
+def test_every_arithmetic_backend_gives_the_same_pixels(int8_model):
+    """int8 units, float32 planes and float64 products: the same integers, so the same pixels."""
     sym, _ = _latent_grid(int8_model, Image.open(SAMPLE).convert("RGB"))
+    outs = {}
     with torch.inference_mode():
-        native = int8_model.decompress(sym, 4)
-        monkeypatch.setattr(int8net, "_products_exact", lambda device: False)
-        int8_model._exact_synthesis = None
-        fallback = int8_model.decompress(sym, 4)
-    int8_model._exact_synthesis = None
-    assert torch.equal(native, fallback)
+        for be in arith.candidates():
+            with arith.force(be.name):
+                outs[be.name] = int8_model.decompress(sym, 4)
+    assert all(torch.equal(o, outs["float64"]) for o in outs.values()), list(outs)
 
 
 def test_decodes_close_to_the_fine_fixed_point_synthesis(int8_model):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import intmm
+from .. import arith
 from .speed import count_macs, mbt2018_mean_at, mosaic
 
 # Matrix products to find the peak with: square, and the shapes of the decoder's largest layer
@@ -80,19 +80,19 @@ def run(sources: list[Path], quality: float = 4, width: int = 768, height: int =
                "decode": count_macs(lambda: net.decompress(enc["strings"], enc["shape"]), mbt_parts)}
     peaks = {"float32": gemm_peak(torch.float32), "float64": gemm_peak(torch.float64),
              "bfloat16": gemm_peak(torch.bfloat16)}
-    if intmm.available():
+    if arith.candidates()[0].name == "int8":
         peaks["int8"] = gemm_peak(torch.int8)
     encode_dtype = str(model.encode_dtype or torch.float32).removeprefix("torch.")
     return {"quality": quality, "size": f"{width}x{height}", "model": model_id, "mbt_width": model.config.N, "anfcodec": anf,
             "mbt2018_mean": mbt, "gemm_peak_gmac_s": peaks, "threads": torch.get_num_threads(),
-            "encode_dtype": encode_dtype, "digit_bits": intmm.digit_bits()}
+            "encode_dtype": encode_dtype, "backends": arith.chosen()}
 
 
 def least_time(path: str, gmac: dict, result: dict) -> float:
     """Seconds that ``path``'s work takes at the peaks of the arithmetic it runs in."""
     p = result["gemm_peak_gmac_s"]
-    if "fixed" in path:  # int8 digit products, the int8 synthesis's GDN products in float32, the rest in float64
-        rest = gmac["total"] - gmac.get("_digit", 0) - gmac.get("_float32", 0)
+    if "fixed" in path:  # digit-plane products at their backend's peak, the rest in float64
+        rest = gmac["total"] - gmac.get("_digit", 0)
         return rest / p["float64"] + gmac.get("_int8", 0) / p.get("int8", 1) + gmac.get("_float32", 0) / p["float32"]
     if path == "encode" and result.get("encode_dtype") == "bfloat16":
         return gmac["total"] / p["bfloat16"]
@@ -114,10 +114,10 @@ def markdown(result: dict) -> str:
     lines = [f"{result['size']} image, quality {result['quality']:g}, model {result['model']}, "
              f"{result['threads']} threads. Best matrix-product throughput measured here (GMAC/s): {peaks}. "
              f"Encoder transforms in {result.get('encode_dtype', 'float32')}; the fixed-point decoder ran "
-             f"{fixed.get('_digit', 0):.1f} of its {fixed['total']:.1f} GMAC as {result.get('digit_bits', 0)}-bit "
-             f"int8 digit products ({fixed.get('_int8', 0):.1f} G int8 MACs)"
-             + (f", {fixed['_float32']:.1f} in float32 (the int8 synthesis's GDN)" if fixed.get("_float32") else "")
-             + ", the rest in float64.", "",
+             f"{fixed.get('_digit', 0):.1f} of its {fixed['total']:.1f} GMAC as digit-plane products "
+             f"({fixed.get('_int8', 0):.1f} G int8 and {fixed.get('_float32', 0):.1f} G float32 plane MACs), "
+             f"the rest in float64. Backends chosen: "
+             + ", ".join(f"{k}: {v}" for k, v in result.get("backends", {}).items()) + ".", "",
              "| path | GMAC | least time at the peaks of its arithmetic (s) |", "|---|---|---|"]
     lines += [f"| {name} | {g:.1f} | {s:.2f} |" for name, g, s in floors(result)]
     f = {name: s for name, _, s in floors(result)}

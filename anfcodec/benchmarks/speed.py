@@ -87,46 +87,23 @@ def count_macs(run, modules: dict | None = None) -> dict[str, float]:
     attributes work done inside a module's ``forward`` to its name; the rest (the fixed-point
     networks, which use the weights but not the modules) is counted as "other".
 
-    The fixed-point decoder runs its deep convolutions as int8 digit products (``intmm``):
-    those count at their convolution's size, like the rest, and the result also holds the
-    share they are of it (``_digit``) and the int8 multiply-accumulates they took (``_int8``).
-    The int8 synthesis (``int8net``) counts the same way; its GDN 1x1 products run in
-    float32 and are counted at their size too, their share in ``_float32``.
+    The fixed-point networks' digit-plane products (``arith``) count at their convolution's
+    size, like the rest (``arith.count_products``), and the result also holds the share they are
+    of it (``_digit``) and the plane multiply-accumulates they took per backend (``_int8``,
+    ``_float32``: the int8 synthesis's GDN 1x1 products are float32 planes too).
     """
     import torch
     import torch.nn.functional as F
 
-    from .. import exact, int8net
-    from ..entropy_models import GDN
+    from .. import arith
     totals = {name: 0 for name in modules or {}}
     totals["other"] = 0
     digit = {"_digit": 0, "_int8": 0, "_float32": 0}
     scope = ["other"]
     conv2d, conv_t, matmul = F.conv2d, F.conv_transpose2d, torch.matmul
-    kernel_matmul, int_mm = exact.Kernel.matmul, getattr(torch, "_int_mm", None)
-    int8_conv = int8net.Int8Conv.__call__
 
     def add(n: int) -> None:
         totals[scope[-1]] += n
-
-    def count_kernel(self, cols, max_abs):
-        out = kernel_matmul(self, cols, max_abs)
-        add(cols.shape[0] * cols.shape[2] * out.shape[1])
-        digit["_digit"] += cols.shape[0] * cols.shape[2] * out.shape[1]
-        return out
-
-    def count_int_mm(a, b):
-        digit["_int8"] += a.shape[0] * a.shape[1] * b.shape[1]
-        return int_mm(a, b)
-
-    def count_int8_conv(self, x, nxt):
-        out = int8_conv(self, x, nxt)
-        add(out.numel() * self.w.shape[0])
-        digit["_digit"] += out.numel() * self.w.shape[0]
-        if isinstance(self.post, GDN):  # its 1x1 product, once (two float32 halves)
-            add(out.numel() * self.c_fin)
-            digit["_float32"] += out.numel() * self.c_fin
-        return out
 
     def count_conv(x, w, *args, **kwargs):
         out = conv2d(x, w, *args, **kwargs)
@@ -149,20 +126,17 @@ def count_macs(run, modules: dict | None = None) -> dict[str, float]:
         hooks.append(module.register_forward_pre_hook(lambda m, args, name=name: scope.append(name)))
         hooks.append(module.register_forward_hook(leave))
     F.conv2d, F.conv_transpose2d, torch.matmul = count_conv, count_conv_t, count_matmul
-    exact.Kernel.matmul = count_kernel
-    int8net.Int8Conv.__call__ = count_int8_conv
-    if int_mm is not None:  # a torch without it must not gain the attribute
-        torch._int_mm = count_int_mm
     try:
-        run()
+        with arith.count_products() as products:
+            run()
     finally:
         F.conv2d, F.conv_transpose2d, torch.matmul = conv2d, conv_t, matmul
-        exact.Kernel.matmul = kernel_matmul
-        int8net.Int8Conv.__call__ = int8_conv
-        if int_mm is not None:
-            torch._int_mm = int_mm
         for h in hooks:
             h.remove()
+    totals["other"] += products["macs"]  # the fixed-point networks run outside the modules' forward
+    digit["_digit"] = products["macs"] - products["planes"].get("float64", 0)
+    digit["_int8"] = products["planes"].get("int8", 0)
+    digit["_float32"] = products["planes"].get("float32", 0)
     gmac = {name: n / 1e9 for name, n in {**totals, **digit}.items()}
     gmac["total"] = sum(totals.values()) / 1e9
     return gmac

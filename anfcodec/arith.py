@@ -1,0 +1,346 @@
+"""Exact integer matrix products for the fixed-point networks, and the one place that picks how.
+
+The bit-exact networks (``exact``, ``int8net``) multiply integer activations by integer
+weights. Every backend here returns the same integers, so which one runs never changes a
+symbol or a pixel, only the speed, and that differs between CPUs by more than 100 times:
+
+* ``int8``: each integer split into balanced int8 digits, ``torch._int_mm`` with exact int32
+  sums. 200-900 GMAC/s with VNNI or AMX; 0.48 GMAC/s on an AVX2-only EPYC.
+* ``float32``: the same digit planes held in float32. A float32 sum of integers is exact in any
+  order while every partial sum stays below 2^24, so each plane product is cut along its inner
+  dimension into chunks whose worst case stays below that; the chunks are added in float64.
+  float32 GEMM is the fastest product most CPUs and every GPU have (TF32 is switched off).
+* ``float64``: the integers themselves, exact below 2^53 (the callers check ``fan * max|a|``).
+
+Digit planes that share a shift i + j are one product of [A_lo .. A_hi] (concatenated along the
+inner dimension) with [B_(s-lo) .. B_(s-hi)] (stacked): m + n - 1 results, combined by Horner's
+rule with exact shifts, instead of m * n.
+
+``fastest(key, workload)`` picks for one kind of work (the lowering passes a representative
+convolution) at first use: every candidate runs it, must agree with float64 exactly, and is
+timed; the fastest is kept for the process. ``ANFCODEC_ARITH=int8|float32|float64`` forces one
+(tests and benchmarks). ``count_products`` lets a benchmark count the work without patching.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+
+ENV = "ANFCODEC_ARITH"
+NAMES = ("int8", "float32", "float64")
+
+
+def digits_for(max_abs: float, bits: int) -> int:
+    """Balanced base-2^bits digits needed for every integer of magnitude <= max_abs (at least 1)."""
+    half = 1 << bits - 1
+    n, reach = 1, half - 1
+    while max_abs > reach:
+        n, reach = n + 1, (reach << bits) + half - 1
+    return n
+
+
+def split_digits(v: torch.Tensor, n: int, bits: int, dtype: torch.dtype = torch.int8) -> torch.Tensor:
+    """Integer tensor -> digits [n, *v.shape] in [-2^(bits-1), 2^(bits-1)) with v = sum_i digit_i 2^(bits i).
+
+    ``v`` must be an int32/int64 tensor whose values ``digits_for`` admits for ``n``; it is
+    consumed (overwritten). The digits are stored as ``dtype`` (int8, or float32 planes)."""
+    half = 1 << bits - 1
+    out = torch.empty((n, *v.shape), dtype=dtype, device=v.device)
+    for i in range(n - 1):
+        d = (v + half).bitwise_and_((1 << bits) - 1).sub_(half)  # balanced digit
+        out[i].copy_(d)
+        v.sub_(d).bitwise_right_shift_(bits)                      # exact: v - d is a multiple of 2^bits
+    out[n - 1].copy_(v)
+    return out
+
+
+def to_int(x: torch.Tensor, max_abs: float) -> torch.Tensor:
+    """Integer-valued tensor -> int32, or int64 where values (plus a digit's offset in ``split_digits``)
+    could leave int32 (a new tensor)."""
+    dtype = torch.int32 if max_abs < 2**30 else torch.int64
+    return torch.empty(x.shape, dtype=dtype, device=x.device).copy_(x)
+
+
+def digit_weight(max_abs: float) -> float:
+    """A bound on sum_i |digit_i| * 2^(bits i) over the balanced digits of integers up to max_abs.
+
+    Below the top digit t the digits reach at most r = 2^(bits-1) (2^(bits t) - 1) / (2^bits - 1)
+    < 0.51 * 2^(bits t), in value and in weight; the top one carries |v| + r at most, and as it
+    is nonzero, 2^(bits t) <= |v| + r, so 2^(bits t) < 2.05 |v|. In all, under 3.1 |v|:
+    4 |v| + 256 is safe for digits of up to 8 bits.
+    """
+    return 4.0 * max_abs + 256.0
+
+
+# -- counting hook -------------------------------------------------------------------------------
+_COUNTERS: list[dict] = []
+
+
+@contextlib.contextmanager
+def count_products():
+    """Count the exact products run inside the block: {"macs": integer MACs of the products as
+    posed, "planes": MACs actually run on digit planes, by backend name}."""
+    counts: dict = {"macs": 0, "planes": {}}
+    _COUNTERS.append(counts)
+    try:
+        yield counts
+    finally:
+        _COUNTERS.remove(counts)
+
+
+def note(backend: str, macs: int, plane_macs: int) -> None:
+    """Count an exact product computed outside ``Operand`` (the int8 synthesis's GDN planes)."""
+    if _COUNTERS:
+        _count(backend, macs, plane_macs)
+
+
+def _count(backend: str, macs: int, plane_macs: int) -> None:
+    for c in _COUNTERS:
+        c["macs"] += macs
+        c["planes"][backend] = c["planes"].get(backend, 0) + plane_macs
+
+
+# -- backends ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Backend:
+    """One exact way to multiply integer matrices: digits of ``bits`` bits (0: whole integers) stored
+    as ``dtype``, multiplied with sums exact below ``sum_limit``."""
+    name: str
+    bits: int
+    dtype: torch.dtype
+    sum_limit: float
+
+    def digit_count(self, max_abs: float) -> int:
+        return 1 if self.bits == 0 else digits_for(max_abs, self.bits)
+
+    def digit_bound(self, max_abs: float) -> float:
+        """Largest |digit| of integers up to ``max_abs``."""
+        return float(max_abs) if self.bits == 0 else float(min(1 << self.bits - 1, max_abs))
+
+    def digits(self, x: torch.Tensor, max_abs: float) -> torch.Tensor:
+        """Integer-valued tensor (float or int) with |x| <= max_abs -> contiguous digit planes [n, *x.shape]."""
+        n = self.digit_count(max_abs)
+        if n == 1 and (self.bits == 0 or not x.dtype.is_floating_point):
+            return x.to(self.dtype).contiguous()[None]
+        return split_digits(to_int(x, max_abs), n, self.bits, self.dtype)
+
+    def plane_mm(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if self.dtype == torch.int8:
+            return torch._int_mm(a, b)
+        return a @ b
+
+    def prepare(self, b: torch.Tensor) -> "Operand":
+        return Operand(b, self)
+
+
+INT8_7 = Backend("int8", 7, torch.int8, 2.0**31 - 1)   # where int8 pairs are summed in saturating 16 bits
+INT8_8 = Backend("int8", 8, torch.int8, 2.0**31 - 1)
+FLOAT32 = Backend("float32", 8, torch.float32, 2.0**24)
+FLOAT64 = Backend("float64", 0, torch.float64, 2.0**53)
+
+
+class Operand:
+    """A fixed right-hand operand ``b`` [K, N] (integer-valued) in one backend's digit planes.
+
+    Each stacked product is cut along K into chunks whose worst case (the left digits' bound
+    times the largest column sum of |b| in the chunk) stays below the backend's exact limit."""
+
+    def __init__(self, b: torch.Tensor, backend: Backend):
+        self.backend = backend
+        self.depth, self.cols = b.shape
+        self.b_max = b.abs().max().item() if b.numel() else 0.0
+        self.n = backend.digit_count(self.b_max)
+        self.planes = backend.digits(b, self.b_max)  # [n, K, N]
+        # max over outputs of sum_K sum_j |digit_j| 2^(bits j): with the left operand's digit weight it
+        # bounds every partial sum of the combination (exact in float64 below 2^53, else int64).
+        radix = 2.0 ** backend.bits
+        scale = torch.tensor([radix**j for j in range(self.n)], dtype=torch.float64, device=b.device).view(-1, 1, 1)
+        self.digit_gain = (self.planes.double().abs() * scale).sum(dim=(0, 1)).max().item() if b.numel() else 0.0
+        self._stacks: dict = {}
+
+    def _stack(self, s: int, lo: int, hi: int, a_bound: float) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        key = (s, lo, hi, a_bound)
+        if key not in self._stacks:
+            stack = torch.cat([self.planes[s - i] for i in range(lo, hi + 1)]).contiguous()
+            self._stacks[key] = stack, self._chunks(stack, a_bound)
+        return self._stacks[key]
+
+    def _chunks(self, stack: torch.Tensor, a_bound: float) -> list[tuple[int, int]]:
+        """Inner-dimension ranges [c0, c1) whose worst-case sums stay exact (greedy, binary search)."""
+        depth = stack.shape[0]
+        cum = torch.cat([stack.new_zeros(1, stack.shape[1], dtype=torch.float64),
+                         stack.double().abs().cumsum(0)])
+        limit = self.backend.sum_limit / max(a_bound, 1.0)
+        if cum[-1].max().item() < limit:
+            return [(0, depth)]
+        chunks, c0 = [], 0
+        while c0 < depth:
+            lo, hi = c0 + 1, depth  # the largest c1 with max_n (cum[c1] - cum[c0]) < limit
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if (cum[mid] - cum[c0]).max().item() < limit:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            chunks.append((c0, lo))
+            c0 = lo
+        return chunks
+
+    def rmatmul(self, a: torch.Tensor, max_abs: float, extra: float = 0.0) -> torch.Tensor:
+        """``a``: digit planes [M, m, K] (``backend.digits`` of integers up to ``max_abs``, planes moved
+        to dim 1) -> a @ b, integer-valued float64 [M, N].
+
+        ``extra`` is the largest magnitude the caller will add afterwards (a bias): the combination
+        runs in float64 only when every partial sum, and that, stays below 2^53; else in int64."""
+        be = self.backend
+        rows, m, depth = a.shape
+        in_float = be.bits == 0 or digit_weight(max_abs) * self.digit_gain + extra < 2.0**53
+        a_bound = be.digit_bound(max_abs)
+        radix = 1 << be.bits
+        acc = None
+        plane_macs = 0
+        for s in range(m + self.n - 2, -1, -1):  # Horner, highest shift first: acc = acc * radix + P_s
+            lo, hi = max(0, s - self.n + 1), min(m - 1, s)
+            stack, chunks = self._stack(s, lo, hi, a_bound)
+            flat = a[:, lo:hi + 1].reshape(rows, (hi - lo + 1) * depth)
+            p = None
+            for c0, c1 in chunks:
+                part = be.plane_mm(flat[:, c0:c1] if len(chunks) > 1 else flat, stack[c0:c1] if len(chunks) > 1 else stack)
+                if p is None:
+                    p = part if len(chunks) == 1 else part.to(torch.float64 if in_float else torch.int64)
+                else:
+                    p += part.to(p.dtype)
+            plane_macs += rows * flat.shape[1] * self.cols
+            if acc is None:
+                acc = p.to(torch.float64 if in_float else torch.int64)
+            elif in_float:
+                acc.mul_(float(radix)).add_(p.to(torch.float64))
+            else:
+                acc.mul_(radix).add_(p.to(torch.int64))
+        if _COUNTERS:
+            _count(be.name, rows * depth * self.cols, plane_macs)
+        return acc if acc.dtype == torch.float64 else acc.to(torch.float64)
+
+
+# -- choice by measurement -------------------------------------------------------------------------
+def _int8_backend(device: str) -> Backend | None:
+    """The int8 digit width whose ``torch._int_mm`` is exact here (8, else 7), or None (off the CPU,
+    ``_int_mm`` has shape rules of its own).
+
+    CPUs without VNNI (and oneDNN capped below it) multiply int8 pairs with vpmaddubsw, whose
+    pairwise sums saturate at 2^15: full-range digits then come out wrong, 7-bit ones stay exact.
+    The probe puts the extreme digits side by side, where saturation shows."""
+    if device != "cpu" or not hasattr(torch, "_int_mm"):
+        return None
+    for be in (INT8_8, INT8_7):
+        half = 1 << be.bits - 1
+        g = torch.Generator().manual_seed(be.bits)
+        try:
+            ok = True
+            for rows, depth, cols in ((17, 64, 8), (200, 576, 64), (64, 2304, 48), (33, 27, 16)):
+                a = torch.randint(-half, half, (rows, depth), generator=g, dtype=torch.int8)
+                b = torch.randint(-half, half, (depth, cols), generator=g, dtype=torch.int8)
+                a[::2] = -half
+                a[1::4] = half - 1
+                b[:, ::2] = -half
+                b[:, 1::4] = half - 1
+                ok = ok and torch.equal(torch._int_mm(a, b).long(), a.long() @ b.long())
+        except (RuntimeError, NotImplementedError):
+            return None
+        if ok:
+            return be
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _int8_here(device: str) -> Backend | None:
+    return _int8_backend(device)
+
+
+def candidates(device: str = "cpu") -> list[Backend]:
+    """Every exact backend this device has."""
+    int8 = _int8_here(device)
+    return ([int8] if int8 else []) + [FLOAT32, FLOAT64]
+
+
+def magnitude_class(max_abs: float) -> int:
+    """The classes of operand magnitude a choice is made for: the 8-bit digits needed (the int8
+    synthesis: 1, its wide inputs: 2, the entropy parameters and the fine synthesis: 2-4)."""
+    return digits_for(max_abs, 8)
+
+
+def _time(fn, budget_s: float) -> float:
+    """Best of a few runs of ``fn`` within about ``budget_s`` (at least two)."""
+    best, spent, runs = math.inf, 0.0, 0
+    while runs < 2 or (spent < budget_s and runs < 5):
+        t0 = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+        best, spent, runs = min(best, dt), spent + dt, runs + 1
+    return best
+
+
+_MADE: dict[tuple, Backend] = {}
+_FORCED: list[str] = []
+
+
+@contextlib.contextmanager
+def force(name: str):
+    """Use backend ``name`` for every choice made inside the block (tests, benchmarks)."""
+    _FORCED.append(name)
+    try:
+        yield
+    finally:
+        _FORCED.pop()
+
+
+def fastest(key: tuple, workload, device: str = "cpu", budget_s: float = 0.03) -> Backend:
+    """The fastest backend for ``workload(backend) -> tensor``, a representative piece of the work
+    the caller will do, measured once per process per ``key`` (and thread count).
+
+    Every candidate must return exactly what float64 returns (exact by construction; a candidate
+    that does not is a broken kernel and is dropped). A candidate more than 8 times slower than the
+    best on its first run is not timed further (the int8 units of an AVX2-only CPU ran at 0.48
+    GMAC/s: timing them would cost seconds). ``ANFCODEC_ARITH`` forces a backend."""
+    forced = _FORCED[-1] if _FORCED else os.environ.get(ENV)
+    key = (*key, device, torch.get_num_threads(), forced)
+    if key in _MADE:
+        return _MADE[key]
+    cands = candidates(device)
+    if forced:
+        match = [be for be in cands if be.name == forced]
+        if not match:
+            raise RuntimeError(f"{ENV}={forced}: not an exact backend on {device} "
+                               f"(have: {', '.join(be.name for be in cands)})")
+        _MADE[key] = match[0]
+        return match[0]
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # TF32 would round the float32 planes
+    first, want = {}, None
+    for be in reversed(cands):  # float64 first: the reference
+        t0 = time.perf_counter()
+        out = workload(be)
+        first[be] = time.perf_counter() - t0
+        if want is None:
+            want = out
+        elif not torch.equal(out, want):
+            cands.remove(be)
+    quick = min(first[be] for be in cands)
+    times = {be: _time(lambda: workload(be), budget_s) for be in cands if first[be] <= 8 * quick}
+    _MADE[key] = min(times, key=times.get)
+    return _MADE[key]
+
+
+def describe(be: Backend) -> str:
+    return be.name + (f" ({be.bits}-bit digits)" if be.bits else "")
+
+
+def chosen() -> dict[str, str]:
+    """The choices made so far in this process: what they were made for -> backend."""
+    return {" ".join(map(str, key[:-1])): describe(be) for key, be in _MADE.items()}
