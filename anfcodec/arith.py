@@ -278,7 +278,7 @@ def magnitude_class(max_abs: float) -> int:
 def _time(fn, budget_s: float) -> float:
     """Best of a few runs of ``fn`` within about ``budget_s`` (at least two)."""
     best, spent, runs = math.inf, 0.0, 0
-    while runs < 2 or (spent < budget_s and runs < 5):
+    while runs < 2 or (spent < budget_s and runs < 4):
         t0 = time.perf_counter()
         fn()
         dt = time.perf_counter() - t0
@@ -300,12 +300,12 @@ def force(name: str):
         _FORCED.pop()
 
 
-def fastest(key: tuple, workload, device: str = "cpu", budget_s: float = 0.03) -> Backend:
+def fastest(key: tuple, workload, device: str = "cpu", budget_s: float = 0.015) -> Backend:
     """The fastest backend for ``workload(backend) -> tensor``, a representative piece of the work
     the caller will do, measured once per process per ``key`` (and thread count).
 
     Every candidate must return exactly what float64 returns (exact by construction; a candidate
-    that does not is a broken kernel and is dropped). A candidate more than 8 times slower than the
+    that does not is a broken kernel and is dropped). A candidate more than 3 times slower than the
     best on its first run is not timed further (the int8 units of an AVX2-only CPU ran at 0.48
     GMAC/s: timing them would cost seconds). ``ANFCODEC_ARITH`` forces a backend."""
     forced = _FORCED[-1] if _FORCED else os.environ.get(ENV)
@@ -332,7 +332,7 @@ def fastest(key: tuple, workload, device: str = "cpu", budget_s: float = 0.03) -
         elif not torch.equal(out, want):
             cands.remove(be)
     quick = min(first[be] for be in cands)
-    times = {be: _time(lambda: workload(be), budget_s) for be in cands if first[be] <= 8 * quick}
+    times = {be: _time(lambda: workload(be), budget_s) for be in cands if first[be] <= 3 * quick}
     _MADE[key] = min(times, key=times.get)
     return _MADE[key]
 

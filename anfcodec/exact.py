@@ -142,12 +142,12 @@ def _conv(x: torch.Tensor, kernel: Kernel, stride: int, max_abs: float | None = 
 
 
 def _probe_conv(a_digits: int, w_digits: int, device: torch.device, c_in: int = 128, c_out: int = 128, k: int = 3):
-    """A representative convolution for the backend choice: 32x32 outputs of a k x k layer, inputs
+    """A representative convolution for the backend choice: 24x24 outputs of a k x k layer, inputs
     spanning ``a_digits`` 8-bit digits, weights ``w_digits`` with a trained layer's spread (most
     far below the largest, which matters to the float32 chunking)."""
     g = torch.Generator().manual_seed(17 * a_digits + w_digits)
     a_max, w_max = (2.0 ** (8 * n - 1) - 1 for n in (a_digits, w_digits))
-    x = torch.round((torch.rand(1, c_in, 32 + k - 1, 32 + k - 1, generator=g, dtype=torch.float64) * 2 - 1) * a_max)
+    x = torch.round((torch.rand(1, c_in, 24 + k - 1, 24 + k - 1, generator=g, dtype=torch.float64) * 2 - 1) * a_max)
     w = torch.empty(c_out, c_in, k, k, dtype=torch.float64).exponential_(generator=g).mul_(w_max / 8).clamp_(max=w_max)
     w = torch.round(w * torch.sign(torch.rand(w.shape, generator=g, dtype=torch.float64) - 0.5))
     return x.to(device), Kernel(w.to(device)), a_max

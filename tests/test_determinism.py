@@ -1,7 +1,8 @@
-"""Files decode to the same symbols whatever the thread count and CPU instruction set.
+"""Files decode to the same symbols whatever the thread count, CPU instruction set and arithmetic backend.
 
-Encode with 2 threads on the AVX-512 kernels, decode with 1 thread on the
-generic kernels, and the other way round. The decoded symbols must equal the
+Encode with 2 threads on this CPU's own best kernels (AVX-512 or AVX2: never a level it
+lacks, which would be SIGILL) and the backend measured fastest, decode with 1 thread on the
+generic kernels and float64 products, and the other way round. The decoded symbols must equal the
 encoder's exactly (the entropy parameters are integer-exact), and the decoded
 pixels must be identical between decoder settings (the synthesis is fixed
 point too). The full-Kodak version of this check is `make determinism`.
@@ -12,15 +13,18 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from conftest import ROOT, SAMPLE, kodak_images, synthetic_image
 
 WORKER = ROOT / "tests" / "determinism_worker.py"
-FAST = {"OMP_NUM_THREADS": "2", "ATEN_CPU_CAPABILITY": "avx512"}
-# The generic side also caps the ISA of MKL (float64 GEMMs) and oneDNN (the encoder's float path).
+# The fast side runs the level this CPU has ("avx512", "avx2", ...: what ATEN_CPU_CAPABILITY takes).
+FAST = {"OMP_NUM_THREADS": "2", "ATEN_CPU_CAPABILITY": torch.backends.cpu.get_cpu_capability().lower()}
+# The generic side also caps the ISA of MKL (float64 GEMMs) and oneDNN (the encoder's float path), and
+# forces float64 products, so the two sides multiply with different backends as well.
 SLOW = {"OMP_NUM_THREADS": "1", "ATEN_CPU_CAPABILITY": "default", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
-        "ONEDNN_MAX_CPU_ISA": "SSE41"}
+        "ONEDNN_MAX_CPU_ISA": "SSE41", "ANFCODEC_ARITH": "float64"}
 
 
 def worker(env: dict, tag: str, *args, model_id: str = ""):
@@ -29,15 +33,17 @@ def worker(env: dict, tag: str, *args, model_id: str = ""):
     assert r.returncode == 0, r.stderr.decode()[-2000:]
 
 
-def cross_check(images: list[Path], out: Path, qualities: str = "1,4,8", model_id: str = "") -> int:
+def cross_check(images: list[Path], out: Path, qualities: str = "1,4,8", model_id: str = "",
+                slow_arith: str = "float64") -> int:
     """Encode under each setting, decode under both; assert exact symbols and identical pixels."""
     checked = 0
-    for enc_name, enc_env in (("fast", FAST), ("slow", SLOW)):
+    slow = {**SLOW, "ANFCODEC_ARITH": slow_arith}
+    for enc_name, enc_env in (("fast", FAST), ("slow", slow)):
         d = out / f"enc-{enc_name}"
         d.mkdir()
         worker(enc_env, "enc", "encode", d, qualities, *images, model_id=model_id)
         worker(FAST, "fast", "decode", d, model_id=model_id)
-        worker(SLOW, "slow", "decode", d, model_id=model_id)
+        worker(slow, "slow", "decode", d, model_id=model_id)
         for anf in sorted(d.glob("*.anf")):
             enc = np.load(d / f"{anf.stem}.enc.npz")
             for tag in ("fast", "slow"):
@@ -60,11 +66,12 @@ def test_cross_setting_determinism(tmp_path):
 
 def test_int8_synthesis_is_deterministic_across_settings(tmp_path):
     """The int8 synthesis computes in float32 between its integer products: each operation is one
-    correctly rounded IEEE operation, so the generic kernels (and SSE4.1 oneDNN, whose int8 products
-    saturate, so the products fall back to float64) must give the same pixels."""
+    correctly rounded IEEE operation, so the generic kernels, with float32 digit-plane products
+    there, must give the same pixels."""
     small = tmp_path / "small.png"
     synthetic_image(100, 70, seed=3).save(small)
-    assert cross_check([small, SAMPLE], tmp_path, "1,8", model_id="anfic-ckbd-n64-m256-int8") == 8
+    assert cross_check([small, SAMPLE], tmp_path, "1,8", model_id="anfic-ckbd-n64-m256-int8",
+                       slow_arith="float32") == 8
 
 
 if __name__ == "__main__":  # make determinism: the whole folder (default Kodak)

@@ -215,8 +215,10 @@ def worker(kind: str, src: str, dst: str, repeats: int, quality: float, count: b
             times.append(time.perf_counter() - t)
         phases = dict(totals)  # of the last repeat
     Path(dst).write_bytes(out)
+    from .. import arith
     result = {"times": times, "phases": phases, "load_s": load_s, "peak_rss_mb": _peak_rss_mb(),
-              "threads": torch.get_num_threads(), "settle_s": settle_s, "settle_runs": settled}
+              "threads": torch.get_num_threads(), "settle_s": settle_s, "settle_runs": settled,
+              "backends": arith.chosen()}
     if count:
         result["gmac"] = _gmac(lambda: api.encode(raw, quality=quality, tile=tile, model_id=model_id)
                                if kind.startswith("encode")
@@ -326,8 +328,9 @@ def run(sources: list[Path], quality: float = 4, repeats: int = 5, sizes=SIZES, 
         bar.update(2)
         bar.close()
         cli = cli_calls(SAMPLE, tmp, quality, model_id)
+    from . import machine
     return {"quality": quality, "model": model_id, "mbt_width": width, "rows": rows, "decode_fast": fast,
-            "mbt2018_mean": mbt, "cli": cli, "cpu_count": os.cpu_count(), "settle_s": settle_s}
+            "mbt2018_mean": mbt, "cli": cli, "cpu_count": os.cpu_count(), "settle_s": settle_s, "machine": machine()}
 
 
 def cli_calls(image: Path, tmp: Path, quality: float, model_id: str | None = None, repeats: int = 3) -> dict:
@@ -355,8 +358,13 @@ def markdown(result: dict) -> str:
     settle = result.get("settle_s")
     settled = (f", each after {settle:g} s of the same kind of work on a 512x512 image (the CPUs' sustained clock)"
                if settle else "")
+    from . import describe_machine
+    where = f" Measured on {describe_machine(result['machine'])}." if "machine" in result else ""
+    backends = result["rows"][0]["decode"].get("backends")
+    chosen = (" Exact products chosen by the decoder: " + "; ".join(f"{k}: {v}" for k, v in backends.items()) + "."
+              if backends else "")
     lines = [f"{model}Quality {result['quality']:g}, {result['cpu_count']} CPU cores; codec time is the median of the "
-             f"repeats inside one warm process (model loaded){settled}; peak RSS is that process's.", "",
+             f"repeats inside one warm process (model loaded){settled}; peak RSS is that process's.{where}{chosen}", "",
              "| image | encode s | decode s | encode s/MP | decode s/MP | peak RSS enc / dec (MB) | "
              "encode split model / entropy / io | decode split model / entropy / io |",
              "|---|---|---|---|---|---|---|---|"]
@@ -392,6 +400,7 @@ def markdown(result: dict) -> str:
               f"| anfcodec | {med(enc):.2f} | {med(dec):.2f} | {gmac(enc)} | {gmac(dec)} |",
               f"| anfcodec decode --fast (float32 synthesis, not bit-exact across machines) | | "
               f"{med(fast):.2f} | | {gmac(fast)} |",
+              f"| ratio bit-exact decode / float32 decode | | {med(dec) / med(fast):.2f} | | |",
               f"| CompressAI mbt2018-mean (N={result.get('mbt_width', 128)}, M=192{amp}) | {med(mbt['encode']):.2f} | "
               f"{med(mbt['decode']):.2f} | {gmac(mbt['encode'])} | {gmac(mbt['decode'])} |",
               ratios("ratio anfcodec / mbt2018-mean", med),
