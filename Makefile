@@ -5,7 +5,7 @@ BIN      = $(VENV)/bin
 DATA    ?= ../shared/data
 MINUTES ?= 60
 
-.PHONY: install demo test test-fast bench bench-generations bench-high-rate bench-speed bench-speed-fast bench-speed-int8 bench-memory bench-floor train train-fast export export-fast clean fuzz determinism ablation-ms ablation-ms-long ablation-bench
+.PHONY: install demo test test-sweep test-fast bench bench-generations bench-high-rate bench-speed bench-speed-fast bench-speed-int8 bench-speed-768 bench-speed-avx2 bench-memory bench-floor train train-fast export export-fast clean fuzz determinism ablation-ms ablation-ms-long ablation-bench
 
 $(BIN)/anfcodec: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,10 +20,13 @@ demo: install  ## encode, inspect and decode the shipped sample image
 	$(BIN)/anfcodec info examples/sample.anf
 	$(BIN)/anfcodec decode examples/sample.anf -o examples/sample-decoded.png -f
 
-test: install  ## the full test suite (Kodak tests skip when $(DATA)/kodak is absent)
-	$(BIN)/python -m pytest -q
+test: install  ## the test suite with a representative Kodak subset (Kodak tests skip when $(DATA)/kodak is absent)
+	$(BIN)/python -m pytest -q -m "not sweep"
 
-test-fast: install  ## everything but the Kodak sweep
+test-sweep: install  ## the rest of the Kodak sweeps: every image's round trip, every rate-control target
+	$(BIN)/python -m pytest -q -m sweep
+
+test-fast: install  ## everything but the Kodak tests
 	$(BIN)/python -m pytest -q -m "not kodak"
 
 RUN     ?= anfic-ckbd-n128-m256
@@ -69,6 +72,15 @@ INT8_MODEL ?= anfic-ckbd-n64-m256-int8
 bench-speed-int8: install  ## the fast model with the int8 synthesis at 768x512 and 2 MP, and its work -> docs/bench/int8/speed.*
 	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/int8 --speed --qualities 4 --max-mp 2.1 --model $(INT8_MODEL)
 	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/int8 --floor --qualities 4 --model $(INT8_MODEL)
+
+# One folder per machine class: the ISA torch runs here (avx512, avx2, ...), emulated where caps are set.
+ISA = $$($(BIN)/python -c "import torch; print(torch.backends.cpu.get_cpu_capability().lower())")
+bench-speed-768: install  ## 768x512 only, the default and the int8 fast model, on this CPU -> docs/bench/cpu-<isa>/<model>/
+	for m in $(RUN) $(INT8_MODEL); do $(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/cpu-$(ISA)/$$m --speed \
+	  --qualities 4 --max-mp 0.5 --settle 10 --model $$m || exit 1; done
+
+bench-speed-avx2: install  ## bench-speed-768 with torch and oneDNN capped at AVX2 (an AVX-512 machine emulating the other class)
+	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(MAKE) bench-speed-768
 
 bench-memory: install  ## peak memory of untiled coding from 0.4 to 2.7 MP: where tiling must start -> docs/bench/memory.*
 	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --memory --qualities 4

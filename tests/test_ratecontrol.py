@@ -41,7 +41,7 @@ def test_unreachable_targets_say_why(sample_image):
 
 @needs_kodak
 @pytest.mark.kodak
-@pytest.mark.parametrize("index", [0, 11, 22])
+@pytest.mark.parametrize("index", [0, pytest.param(11, marks=pytest.mark.sweep), pytest.param(22, marks=pytest.mark.sweep)])
 def test_targets_met_on_kodak(index):
     path = kodak_images()[index]
     img = Image.open(path).convert("RGB")

@@ -82,12 +82,13 @@ def test_int8_synthesis_work_counts_at_convolution_size():
     work counted must agree (it once counted only the hyper path, 6 GMAC of 26)."""
     import numpy as np
 
-    from anfcodec import api
+    from anfcodec import api, arith
     img = speed.mosaic([SAMPLE], 256, 192)
     counts = {}
     for model_id in ("anfic-ckbd-n64-m256", "anfic-ckbd-n64-m256-int8"):
         data = api.encode(np.asarray(img), quality=4, model_id=model_id)
-        counts[model_id] = speed.count_macs(lambda: api.decode(data))
+        with arith.force("float32"):  # digit planes on every CPU, so that plane counts compare
+            counts[model_id] = speed.count_macs(lambda: api.decode(data))
     fixed, int8 = counts["anfic-ckbd-n64-m256"], counts["anfic-ckbd-n64-m256-int8"]
     assert abs(int8["total"] / fixed["total"] - 1) < 0.1
-    assert int8["_float32"] > 0 and int8["_int8"] < fixed["_int8"]  # one or two int8 products, not 2-5
+    assert int8["_float32"] < 0.6 * fixed["_float32"]  # one or two digit planes per product, not 2-5
