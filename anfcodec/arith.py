@@ -16,9 +16,9 @@ Digit planes that share a shift i + j are one product of [A_lo .. A_hi] (concate
 inner dimension) with [B_(s-lo) .. B_(s-hi)] (stacked): m + n - 1 results, combined by Horner's
 rule with exact shifts, instead of m * n.
 
-``fastest(key, workload)`` picks for one kind of work (the lowering passes a representative
-convolution) at first use: every candidate runs it, must agree with float64 exactly, and is
-timed; the fastest is kept for the process. ``ANFCODEC_ARITH=int8|float32|float64`` forces one
+``fastest(key, workload)`` picks for one kind of work at its first use, on a band of that work
+itself (a synthetic convolution ranked them wrongly): every candidate runs it, must agree with
+float64 exactly, and is timed; the fastest is kept for the process. ``ANFCODEC_ARITH=int8|float32|float64`` forces one
 (tests and benchmarks). ``count_products`` lets a benchmark count the work without patching.
 """
 from __future__ import annotations
@@ -275,14 +275,14 @@ def magnitude_class(max_abs: float) -> int:
     return digits_for(max_abs, 8)
 
 
-def _time(fn, budget_s: float) -> float:
-    """Best of a few runs of ``fn`` within about ``budget_s`` (at least two)."""
-    best, spent, runs = math.inf, 0.0, 0
-    while runs < 2 or (spent < budget_s and runs < 4):
+def _time(fn, budget_s: float, runs: int = 2) -> float:
+    """Best of a few runs of ``fn`` within about ``budget_s`` (at least ``runs``)."""
+    best, spent, done = math.inf, 0.0, 0
+    while done < runs or (spent < budget_s and done < 4):
         t0 = time.perf_counter()
         fn()
         dt = time.perf_counter() - t0
-        best, spent, runs = min(best, dt), spent + dt, runs + 1
+        best, spent, done = min(best, dt), spent + dt, done + 1
     return best
 
 
@@ -300,14 +300,19 @@ def force(name: str):
         _FORCED.pop()
 
 
-def fastest(key: tuple, workload, device: str = "cpu", budget_s: float = 0.015) -> Backend:
-    """The fastest backend for ``workload(backend) -> tensor``, a representative piece of the work
-    the caller will do, measured once per process per ``key`` (and thread count).
+SAMPLES = (64, 4096)  # output rows of the two timing stages: a glance, then a representative band
 
-    Every candidate must return exactly what float64 returns (exact by construction; a candidate
-    that does not is a broken kernel and is dropped). A candidate more than 3 times slower than the
-    best on its first run is not timed further (the int8 units of an AVX2-only CPU ran at 0.48
-    GMAC/s: timing them would cost seconds). ``ANFCODEC_ARITH`` forces a backend."""
+
+def fastest(key: tuple, workload, device: str = "cpu", budget_s: float = 0.015) -> Backend:
+    """The fastest backend for ``workload(backend, rows) -> tensor``: ``rows`` output rows (of the
+    product's M) of the caller's own work, measured once per process per ``key`` and thread count.
+
+    First every candidate runs a 64-row glance twice (the first run pays one-time preparation) and
+    must return exactly what float64 returns: exact by construction, so a candidate that does not
+    is a broken kernel and is dropped. Candidates more than 8 times slower than the best there are
+    not timed further (the int8 units of an AVX2-only CPU ran at 0.48 GMAC/s: timing them on a
+    full band would cost seconds). The rest are timed on 4096 rows, best of a few runs.
+    ``ANFCODEC_ARITH`` (or ``force``) names the backend instead."""
     forced = _FORCED[-1] if _FORCED else os.environ.get(ENV)
     key = (*key, device, torch.get_num_threads(), forced)
     if key in _MADE:
@@ -322,18 +327,19 @@ def fastest(key: tuple, workload, device: str = "cpu", budget_s: float = 0.015) 
         return match[0]
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # TF32 would round the float32 planes
-    first, want = {}, None
+    glance, want = {}, None
     for be in reversed(cands):  # float64 first: the reference
-        t0 = time.perf_counter()
-        out = workload(be)
-        first[be] = time.perf_counter() - t0
+        out = workload(be, SAMPLES[0])
         if want is None:
             want = out
         elif not torch.equal(out, want):
             cands.remove(be)
-    quick = min(first[be] for be in cands)
-    times = {be: _time(lambda: workload(be), budget_s) for be in cands if first[be] <= 3 * quick}
-    _MADE[key] = min(times, key=times.get)
+            continue
+        glance[be] = _time(lambda: workload(be, SAMPLES[0]), 0.0, runs=1)
+    quick = min(glance[be] for be in cands)
+    cands = [be for be in cands if glance[be] <= 8 * quick]
+    times = {be: _time(lambda: workload(be, SAMPLES[1]), budget_s) for be in cands} if len(cands) > 1 else glance
+    _MADE[key] = min(cands, key=times.get)
     return _MADE[key]
 
 

@@ -63,7 +63,7 @@ def _check(a: torch.Tensor, fan: float, bias_max: float) -> float:
 # 64 MB strips, 1.88 s with 8 MB, 1.83 s with 4 MB and 1.85 s with 2 MB (same pixels).
 STRIP_BYTES = 4 << 20
 BAND_BYTES = 8 << 20  # widest activation of one band when a size-keeping network runs band by band
-MIN_DIGIT_DEPTH = 256  # shallowest convolution (C_in * k^2) that takes the int8 digit products
+MIN_DIGIT_DEPTH = 256  # shallowest convolution (C_in * k^2) that takes the digit-plane products
 
 
 class Kernel:
@@ -82,16 +82,26 @@ class Kernel:
             self.b = None if self.b is None else self.b.to(device)
         return self
 
-    def backend(self, a_max: float, device: torch.device) -> arith.Backend:
-        """How this layer multiplies inputs up to ``a_max``: the measured choice for its magnitudes,
-        except that shallow layers keep float64 convolutions. The digit forms' fixed costs (splitting,
-        unfolding, combining m + n - 1 results) pay off only for deep products: on the fast model,
-        layers with K = 576..6400 ran 1.2-2.6 times faster as int8 digits than in float64, the
-        post-filter's (K = 27, 144) not at all, and a lower ``MIN_DIGIT_DEPTH`` was noise."""
+    def backend(self, a: torch.Tensor, a_max: float, stride: int) -> arith.Backend:
+        """How this layer multiplies its input ``a`` (|a| <= a_max): the measured choice for its
+        magnitudes, except that shallow layers keep float64 convolutions. The digit forms' fixed
+        costs (splitting, unfolding, combining m + n - 1 results) pay off only for deep products: on
+        the fast model, layers with K = 576..6400 ran 1.2-2.6 times faster as int8 digits than in
+        float64, the post-filter's (K = 27, 144) not at all, and a lower ``MIN_DIGIT_DEPTH`` was noise."""
         c_out, c_in, k, _ = self.w.shape
         if c_in * k * k < MIN_DIGIT_DEPTH:
             return arith.FLOAT64
-        return conv_backend(a_max, self.w_max, device)
+        # The first layer of each magnitude class is the sample the backends are timed on: a band of
+        # its own output rows, since a synthetic convolution ranked them wrongly (float64 ahead of
+        # int8 digits on the default's synthesis, which decoded in 3.99 s against 2.44 s with digits).
+        w_out = max(1, (a.shape[-1] - k) // stride + 1)
+
+        def sample(be: arith.Backend, outputs: int) -> torch.Tensor:
+            x = a[..., :min(a.shape[-2], (max(1, outputs // w_out) - 1) * stride + k), :]
+            if min(x.shape[-2:]) < k:  # a tiny input (its padding comes later): pad the sample instead
+                x = F.pad(x, (0, max(0, k - x.shape[-1]), 0, max(0, k - x.shape[-2])))
+            return _conv(x, self, stride, a_max, be)
+        return conv_backend(a_max, self.w_max, a.device, sample)
 
     def matmul(self, cols: torch.Tensor, max_abs: float, be: arith.Backend) -> torch.Tensor:
         """Digit planes [M, m, K] of the unfolded input (K in (ky, kx, c) order, which makes each
@@ -133,7 +143,7 @@ def _conv(x: torch.Tensor, kernel: Kernel, stride: int, max_abs: float | None = 
     the backend ``be`` (by default the layer's choice)."""
     if be is None:
         max_abs = abs_max(x) if max_abs is None else max_abs
-        be = kernel.backend(max_abs, x.device)
+        be = kernel.backend(x, max_abs, stride)
     if be is arith.FLOAT64:
         return F.conv2d(x.double(), kernel.w, kernel.b, stride=stride)
     max_abs = abs_max(x) if max_abs is None else max_abs
@@ -143,30 +153,11 @@ def _conv(x: torch.Tensor, kernel: Kernel, stride: int, max_abs: float | None = 
     return kernel.matmul(cols, max_abs, be).view(b, h_out, w_out, c_out).permute(0, 3, 1, 2)
 
 
-def _probe_conv(a_digits: int, w_digits: int, device: torch.device, c_in: int = 128, c_out: int = 128, k: int = 3):
-    """A representative convolution for the backend choice: 24x24 outputs of a k x k layer, inputs
-    spanning ``a_digits`` 8-bit digits, weights ``w_digits`` with a trained layer's spread (most
-    far below the largest, which matters to the float32 chunking)."""
-    g = torch.Generator().manual_seed(17 * a_digits + w_digits)
-    a_max, w_max = (2.0 ** (8 * n - 1) - 1 for n in (a_digits, w_digits))
-    x = torch.round((torch.rand(1, c_in, 24 + k - 1, 24 + k - 1, generator=g, dtype=torch.float64) * 2 - 1) * a_max)
-    w = torch.empty(c_out, c_in, k, k, dtype=torch.float64).exponential_(generator=g).mul_(w_max / 8).clamp_(max=w_max)
-    w = torch.round(w * torch.sign(torch.rand(w.shape, generator=g, dtype=torch.float64) - 0.5))
-    return x.to(device), Kernel(w.to(device)), a_max
-
-
-def conv_backend(a_max: float, w_max: float, device: torch.device | str = "cpu") -> arith.Backend:
-    """The measured backend for deep convolutions of inputs up to ``a_max`` by weights up to ``w_max``."""
-    device = torch.device(device)
+def conv_backend(a_max: float, w_max: float, device: torch.device, sample, kind: str = "fixed-point") -> arith.Backend:
+    """The measured backend for ``kind`` convolutions of inputs up to ``a_max`` by weights up to
+    ``w_max``; ``sample(backend, outputs)`` runs about that many output pixels of the caller's own work."""
     classes = (arith.magnitude_class(a_max), arith.magnitude_class(w_max))
-    probe = []
-
-    def workload(be: arith.Backend) -> torch.Tensor:
-        if not probe:
-            probe.extend(_probe_conv(*classes, device))
-        x, kernel, x_max = probe
-        return _conv(x, kernel, 1, x_max, be)
-    return arith.fastest(("conv", *classes), workload, device.type)
+    return arith.fastest((kind, *classes), sample, torch.device(device).type)
 
 
 def strip_conv(a: torch.Tensor, w: torch.Tensor | Kernel, b: torch.Tensor | None = None, stride: int = 1,
@@ -190,8 +181,9 @@ def strip_conv(a: torch.Tensor, w: torch.Tensor | Kernel, b: torch.Tensor | None
     h_out = (h + pad[0] + pad[1] - k) // stride + 1
     w_out = (w_pad - k) // stride + 1
     narrow = stride == 1 and 4 * c_out <= c_in
-    be = None if narrow else kernel.backend(abs_max(a) if max_abs is None else max_abs, a.device)
-    if be is not None and be is not arith.FLOAT64:  # ~3 digit planes of the unfold, float64 sums
+    if not narrow:  # the backend, chosen here on unpadded rows (the first band's choice for every band)
+        be = kernel.backend(a, abs_max(a) if max_abs is None else max_abs, stride)
+    if not narrow and be is not arith.FLOAT64:  # ~3 digit planes of the unfold, float64 sums
         row_bytes = max(w_out, 1) * (3 * be.dtype.itemsize * k * k * c_in + 32 * c_out)
     else:
         row_bytes = 8 * k * k * (c_out * w_pad if narrow else c_in * max(w_out, 1))

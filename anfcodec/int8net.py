@@ -141,14 +141,12 @@ class Int8Conv:
         network's last convolution (``nxt`` None), float64 2^-14-grid NCHW."""
         b = x.shape[0]
         x = F.pad(x, (0, 0, self.pad[0], self.pad[1], self.pad[0], self.pad[1]))
-        be = conv_backend(self.limit, NARROW_LIMIT, x.device)
-        digits = be.digits(x, self.limit)
-        key = (be, x.device)
-        if key not in self._operands:
-            self._operands[key] = be.prepare(self.w.to(x.device))
-        operand = self._operands[key]
         h_out = (x.shape[1] - self.k) // self.stride + 1
         w_out = (x.shape[2] - self.k) // self.stride + 1
+        be = conv_backend(self.limit, NARROW_LIMIT, x.device, lambda be, outputs: self._product(
+            be, x[:, :min(x.shape[1], (max(1, outputs // w_out) - 1) * self.stride + self.k)]), "int8")
+        digits = be.digits(x, self.limit)
+        operand = self._operand(be, x.device)
         s, c = self.shuffle, self.c_fin
         dtype = torch.float64 if nxt is None else (torch.int8 if nxt.limit == NARROW_LIMIT else torch.int32)
         out = torch.empty(b, h_out * s, w_out * s, c, dtype=dtype, device=x.device)
@@ -170,6 +168,17 @@ class Int8Conv:
                 v = nxt.requantize(self._post(v))
             out[:, r0 * s:r1 * s] = v.view(b, (r1 - r0) * s, w_out * s, c)
         return out.permute(0, 3, 1, 2) if nxt is None else out
+
+    def _operand(self, be: arith.Backend, device: torch.device) -> arith.Operand:
+        if (be, device) not in self._operands:
+            self._operands[be, device] = be.prepare(self.w.to(device))
+        return self._operands[be, device]
+
+    def _product(self, be: arith.Backend, x: torch.Tensor) -> torch.Tensor:
+        """The integer products of padded NHWC input rows ``x``, in backend ``be`` (what the backend
+        choice times: a band of this layer's own work)."""
+        cols = _im2col(be.digits(x, self.limit), self.k, self.stride)
+        return self._operand(be, x.device).rmatmul(cols, self.limit)
 
     def _post(self, v: torch.Tensor) -> torch.Tensor:
         """GDN / IGDN / LeakyReLU on real float32 values [P, C], one IEEE operation at a time."""

@@ -72,7 +72,7 @@ def test_float32_chunks_keep_every_partial_sum_below_2_to_the_24():
 def test_the_choice_is_made_once_and_can_be_forced(monkeypatch):
     calls = []
 
-    def workload(be):
+    def workload(be, rows):
         calls.append(be.name)
         return torch.ones(3)
     first = arith.fastest(("test-choice",), workload)
@@ -89,7 +89,7 @@ def test_the_choice_is_made_once_and_can_be_forced(monkeypatch):
 
 
 def test_a_backend_that_disagrees_with_float64_is_never_chosen():
-    def workload(be):
+    def workload(be, rows):
         return torch.zeros(2) if be is arith.FLOAT64 else torch.ones(2)  # everyone else "broken"
     assert arith.fastest(("test-broken",), workload) is arith.FLOAT64
 
