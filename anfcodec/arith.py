@@ -301,11 +301,14 @@ def force(name: str):
 
 
 SAMPLES = (64, 4096)  # output rows of the two timing stages: a glance, then a representative band
+MIN_ROWS = 1024       # work smaller than this does not decide (float64 meanwhile)
 
 
-def fastest(key: tuple, workload, device: str = "cpu", budget_s: float = 0.015) -> Backend:
-    """The fastest backend for ``workload(backend, rows) -> tensor``: ``rows`` output rows (of the
-    product's M) of the caller's own work, measured once per process per ``key`` and thread count.
+def fastest(key: tuple, workload, device: str = "cpu", rows: int = SAMPLES[1], budget_s: float = 0.015) -> Backend:
+    """The fastest backend for ``workload(backend, rows) -> tensor``: that many output rows (of the
+    product's M) of the caller's own work, of which it has ``rows``; measured once per process per
+    ``key`` and thread count. Work of fewer than ``MIN_ROWS`` rows (a thumbnail, a warm-up) runs
+    in float64 and leaves the choice to the first piece of real work, where it is representative.
 
     First every candidate runs a 64-row glance twice (the first run pays one-time preparation) and
     must return exactly what float64 returns: exact by construction, so a candidate that does not
@@ -325,6 +328,8 @@ def fastest(key: tuple, workload, device: str = "cpu", budget_s: float = 0.015) 
                                f"(have: {', '.join(be.name for be in cands)})")
         _MADE[key] = match[0]
         return match[0]
+    if rows < MIN_ROWS:
+        return FLOAT64
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # TF32 would round the float32 planes
     glance, want = {}, None
@@ -338,7 +343,8 @@ def fastest(key: tuple, workload, device: str = "cpu", budget_s: float = 0.015) 
         glance[be] = _time(lambda: workload(be, SAMPLES[0]), 0.0, runs=1)
     quick = min(glance[be] for be in cands)
     cands = [be for be in cands if glance[be] <= 8 * quick]
-    times = {be: _time(lambda: workload(be, SAMPLES[1]), budget_s) for be in cands} if len(cands) > 1 else glance
+    band = min(rows, SAMPLES[1])
+    times = {be: _time(lambda: workload(be, band), budget_s) for be in cands} if len(cands) > 1 else glance
     _MADE[key] = min(cands, key=times.get)
     return _MADE[key]
 

@@ -95,13 +95,14 @@ class Kernel:
         # its own output rows, since a synthetic convolution ranked them wrongly (float64 ahead of
         # int8 digits on the default's synthesis, which decoded in 3.99 s against 2.44 s with digits).
         w_out = max(1, (a.shape[-1] - k) // stride + 1)
+        h_out = max(1, (a.shape[-2] - k) // stride + 1)
 
         def sample(be: arith.Backend, outputs: int) -> torch.Tensor:
             x = a[..., :min(a.shape[-2], (max(1, outputs // w_out) - 1) * stride + k), :]
             if min(x.shape[-2:]) < k:  # a tiny input (its padding comes later): pad the sample instead
                 x = F.pad(x, (0, max(0, k - x.shape[-1]), 0, max(0, k - x.shape[-2])))
             return _conv(x, self, stride, a_max, be)
-        return conv_backend(a_max, self.w_max, a.device, sample)
+        return conv_backend(a_max, self.w_max, a.device, sample, a.shape[0] * h_out * w_out)
 
     def matmul(self, cols: torch.Tensor, max_abs: float, be: arith.Backend) -> torch.Tensor:
         """Digit planes [M, m, K] of the unfolded input (K in (ky, kx, c) order, which makes each
@@ -153,11 +154,12 @@ def _conv(x: torch.Tensor, kernel: Kernel, stride: int, max_abs: float | None = 
     return kernel.matmul(cols, max_abs, be).view(b, h_out, w_out, c_out).permute(0, 3, 1, 2)
 
 
-def conv_backend(a_max: float, w_max: float, device: torch.device, sample, kind: str = "fixed-point") -> arith.Backend:
+def conv_backend(a_max: float, w_max: float, device: torch.device, sample, outputs: int,
+                 kind: str = "fixed-point") -> arith.Backend:
     """The measured backend for ``kind`` convolutions of inputs up to ``a_max`` by weights up to
-    ``w_max``; ``sample(backend, outputs)`` runs about that many output pixels of the caller's own work."""
+    ``w_max``; ``sample(backend, n)`` runs about n of the caller's ``outputs`` output pixels."""
     classes = (arith.magnitude_class(a_max), arith.magnitude_class(w_max))
-    return arith.fastest((kind, *classes), sample, torch.device(device).type)
+    return arith.fastest((kind, *classes), sample, torch.device(device).type, outputs)
 
 
 def strip_conv(a: torch.Tensor, w: torch.Tensor | Kernel, b: torch.Tensor | None = None, stride: int = 1,

@@ -144,7 +144,7 @@ class Int8Conv:
         h_out = (x.shape[1] - self.k) // self.stride + 1
         w_out = (x.shape[2] - self.k) // self.stride + 1
         be = conv_backend(self.limit, NARROW_LIMIT, x.device, lambda be, outputs: self._product(
-            be, x[:, :min(x.shape[1], (max(1, outputs // w_out) - 1) * self.stride + self.k)]), "int8")
+            be, x[:, :min(x.shape[1], (max(1, outputs // w_out) - 1) * self.stride + self.k)]), b * h_out * w_out, "int8")
         digits = be.digits(x, self.limit)
         operand = self._operand(be, x.device)
         s, c = self.shuffle, self.c_fin

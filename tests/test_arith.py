@@ -79,6 +79,8 @@ def test_the_choice_is_made_once_and_can_be_forced(monkeypatch):
     n = len(calls)
     assert first in arith.candidates() and n >= len(arith.candidates())
     assert arith.fastest(("test-choice",), workload) is first and len(calls) == n
+    assert arith.fastest(("test-small",), workload, rows=arith.MIN_ROWS - 1) is arith.FLOAT64
+    assert not any(k[0] == "test-small" for k in arith._MADE)  # a thumbnail does not decide
     with arith.force("float64"):
         assert arith.fastest(("test-choice",), workload) is arith.FLOAT64
     monkeypatch.setenv(arith.ENV, "float32")
