@@ -98,10 +98,14 @@ class Kernel:
         h_out = max(1, (a.shape[-2] - k) // stride + 1)
 
         def sample(be: arith.Backend, outputs: int) -> torch.Tensor:
-            x = a[..., :min(a.shape[-2], (max(1, outputs // w_out) - 1) * stride + k), :]
-            if min(x.shape[-2:]) < k:  # a tiny input (its padding comes later): pad the sample instead
-                x = F.pad(x, (0, max(0, k - x.shape[-1]), 0, max(0, k - x.shape[-2])))
-            return _conv(x, self, stride, a_max, be)
+            # Output rows in the strips ``strip_conv`` would cut for this backend: float64's unfold
+            # is 8 times an int8 digit's, so its strips are fewer rows (a sample in one piece ran
+            # float64 in a faster regime than decoding does, and chose it wrongly).
+            x = a if min(a.shape[-2:]) >= k else F.pad(a, (0, max(0, k - a.shape[-1]), 0, max(0, k - a.shape[-2])))
+            n = min(max(1, (x.shape[-2] - k) // stride + 1), max(1, -(-outputs // w_out)))
+            step = _strip_rows(be, k, c_in, c_out, w_out)
+            return torch.cat([_conv(x[..., r0 * stride:(min(r0 + step, n) - 1) * stride + k, :], self, stride, a_max, be)
+                              for r0 in range(0, n, step)], dim=-2)
         return conv_backend(a_max, self.w_max, a.device, sample, a.shape[0] * h_out * w_out)
 
     def matmul(self, cols: torch.Tensor, max_abs: float, be: arith.Backend) -> torch.Tensor:
@@ -162,6 +166,16 @@ def conv_backend(a_max: float, w_max: float, device: torch.device, sample, outpu
     return arith.fastest((kind, *classes), sample, torch.device(device).type, outputs)
 
 
+def _strip_rows(be: arith.Backend, k: int, c_in: int, c_out: int, w_out: int) -> int:
+    """Output rows per strip whose unfold stays within ``STRIP_BYTES``: ~3 digit planes of the backend's
+    type plus float64 sums, or one float64 unfold."""
+    if be is arith.FLOAT64:
+        row_bytes = 8 * k * k * c_in * max(w_out, 1)
+    else:
+        row_bytes = max(w_out, 1) * (3 * be.dtype.itemsize * k * k * c_in + 32 * c_out)
+    return max(1, STRIP_BYTES // row_bytes)
+
+
 def strip_conv(a: torch.Tensor, w: torch.Tensor | Kernel, b: torch.Tensor | None = None, stride: int = 1,
                pad: tuple[int, int] = (0, 0), shuffle: int = 1, max_abs: float | None = None,
                rescale: float | None = None) -> torch.Tensor:
@@ -185,11 +199,7 @@ def strip_conv(a: torch.Tensor, w: torch.Tensor | Kernel, b: torch.Tensor | None
     narrow = stride == 1 and 4 * c_out <= c_in
     if not narrow:  # the backend, chosen here on unpadded rows (the first band's choice for every band)
         be = kernel.backend(a, abs_max(a) if max_abs is None else max_abs, stride)
-    if not narrow and be is not arith.FLOAT64:  # ~3 digit planes of the unfold, float64 sums
-        row_bytes = max(w_out, 1) * (3 * be.dtype.itemsize * k * k * c_in + 32 * c_out)
-    else:
-        row_bytes = 8 * k * k * (c_out * w_pad if narrow else c_in * max(w_out, 1))
-    rows = max(1, STRIP_BYTES // row_bytes)
+    rows = max(1, STRIP_BYTES // (8 * k * k * c_out * w_pad)) if narrow else _strip_rows(be, k, c_in, c_out, w_out)
 
     def conv(r0: int, r1: int) -> torch.Tensor:
         # Output rows [r0, r1) from input rows [lo, hi) of the padded input, padded here per band

@@ -143,16 +143,18 @@ class Int8Conv:
         x = F.pad(x, (0, 0, self.pad[0], self.pad[1], self.pad[0], self.pad[1]))
         h_out = (x.shape[1] - self.k) // self.stride + 1
         w_out = (x.shape[2] - self.k) // self.stride + 1
-        be = conv_backend(self.limit, NARROW_LIMIT, x.device, lambda be, outputs: self._product(
-            be, x[:, :min(x.shape[1], (max(1, outputs // w_out) - 1) * self.stride + self.k)]), b * h_out * w_out, "int8")
+
+        def sample(be: arith.Backend, outputs: int) -> torch.Tensor:  # in this backend's strips, as below
+            n, step = min(h_out, max(1, -(-outputs // w_out))), self._strip_rows(be, w_out, x.shape[3])
+            return torch.cat([self._product(be, x[:, r0 * self.stride:(min(r0 + step, n) - 1) * self.stride + self.k])
+                              for r0 in range(0, n, step)])
+        be = conv_backend(self.limit, NARROW_LIMIT, x.device, sample, b * h_out * w_out, "int8")
         digits = be.digits(x, self.limit)
         operand = self._operand(be, x.device)
         s, c = self.shuffle, self.c_fin
         dtype = torch.float64 if nxt is None else (torch.int8 if nxt.limit == NARROW_LIMIT else torch.int32)
         out = torch.empty(b, h_out * s, w_out * s, c, dtype=dtype, device=x.device)
-        row_bytes = max(w_out, 1) * (digits.shape[0] * digits.element_size() * self.k * self.k * x.shape[3]
-                                     + 16 * self.c_out)
-        rows = max(1, STRIP_BYTES // row_bytes)
+        rows = self._strip_rows(be, w_out, x.shape[3])
         for r0 in range(0, h_out, rows):
             r1 = min(r0 + rows, h_out)
             cols = _im2col(digits[:, :, r0 * self.stride:(r1 - 1) * self.stride + self.k], self.k, self.stride)
@@ -168,6 +170,10 @@ class Int8Conv:
                 v = nxt.requantize(self._post(v))
             out[:, r0 * s:r1 * s] = v.view(b, (r1 - r0) * s, w_out * s, c)
         return out.permute(0, 3, 1, 2) if nxt is None else out
+
+    def _strip_rows(self, be: arith.Backend, w_out: int, c_in: int) -> int:
+        planes = be.digit_count(self.limit) * be.dtype.itemsize
+        return max(1, STRIP_BYTES // (max(w_out, 1) * (planes * self.k * self.k * c_in + 16 * self.c_out)))
 
     def _operand(self, be: arith.Backend, device: torch.device) -> arith.Operand:
         if (be, device) not in self._operands:
