@@ -18,8 +18,8 @@ rule with exact shifts, instead of m * n.
 
 ``fastest(key, workload)`` picks for one kind of work at its first use, on a band of that work
 itself (a synthetic convolution ranked them wrongly): every candidate runs it, must agree with
-float64 exactly, and is timed; the fastest is kept for the process. ``ANFCODEC_ARITH=int8|float32|float64`` forces one
-(tests and benchmarks). ``count_products`` lets a benchmark count the work without patching.
+float64 exactly, and is timed; the fastest is kept for the process.
+``ANFCODEC_ARITH=int8|float32|float64`` forces one (tests and benchmarks). ``count_products`` lets a benchmark count the work without patching.
 """
 from __future__ import annotations
 
@@ -33,7 +33,6 @@ from dataclasses import dataclass
 import torch
 
 ENV = "ANFCODEC_ARITH"
-NAMES = ("int8", "float32", "float64")
 
 
 def digits_for(max_abs: float, bits: int) -> int:
@@ -209,13 +208,12 @@ class Operand:
             lo, hi = max(0, s - self.n + 1), min(m - 1, s)
             stack, chunks = self._stack(s, lo, hi, a_bound)
             flat = a[:, lo:hi + 1].reshape(rows, (hi - lo + 1) * depth)
-            p = None
-            for c0, c1 in chunks:
-                part = be.plane_mm(flat[:, c0:c1] if len(chunks) > 1 else flat, stack[c0:c1] if len(chunks) > 1 else stack)
-                if p is None:
-                    p = part if len(chunks) == 1 else part.to(torch.float64 if in_float else torch.int64)
-                else:
-                    p += part.to(p.dtype)
+            (c0, c1), *rest = chunks
+            p = be.plane_mm(flat[:, c0:c1], stack[c0:c1])
+            if rest:  # chunk sums are exact in the backend's type; their total is not, so add them wide
+                p = p.to(torch.float64 if in_float else torch.int64)
+                for c0, c1 in rest:
+                    p += be.plane_mm(flat[:, c0:c1], stack[c0:c1]).to(p.dtype)
             plane_macs += rows * flat.shape[1] * self.cols
             if acc is None:
                 acc = p.to(torch.float64 if in_float else torch.int64)
@@ -229,6 +227,7 @@ class Operand:
 
 
 # -- choice by measurement -------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
 def _int8_backend(device: str) -> Backend | None:
     """The int8 digit width whose ``torch._int_mm`` is exact here (8, else 7), or None (off the CPU,
     ``_int_mm`` has shape rules of its own).
@@ -258,14 +257,9 @@ def _int8_backend(device: str) -> Backend | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
-def _int8_here(device: str) -> Backend | None:
-    return _int8_backend(device)
-
-
 def candidates(device: str = "cpu") -> list[Backend]:
     """Every exact backend this device has."""
-    int8 = _int8_here(device)
+    int8 = _int8_backend(device)
     return ([int8] if int8 else []) + [FLOAT32, FLOAT64]
 
 

@@ -4,9 +4,9 @@ The decoder must rebuild exactly the scale indices the encoder used, and every
 decoder must produce the same pixels, on any thread count, CPU instruction set
 or GPU. Floating-point convolutions do not promise that: their summation order
 varies. Here weights and activations are held as integers (fixed point) and
-each convolution runs in float64 on those integers: every product and partial
-sum is an exact integer below 2^53, so the result is the same whatever the
-order of summation. Between layers only elementwise IEEE operations (multiply by
+each convolution multiplies those integers exactly (``arith``: int8 digits, float32
+digit planes or float64, whichever is fastest here), so the result is the same
+whatever the order of summation and whichever arithmetic ran. Between layers only elementwise IEEE operations (multiply by
 a power of two, round, multiply, divide, square root) are used, which are
 correctly rounded and so deterministic everywhere.
 
