@@ -39,14 +39,14 @@ from torch import nn
 
 from . import arith
 from .entropy_models import GDN
-from .exact import SYNTH_ACT_BITS, _im2col, conv_backend, subpixel_kernel
+from .exact import SYNTH_ACT_BITS
+from .lowering import Conv, Product, conv_strips, lower
+from .lowering import GDN as GDNOp
+from .lowering import LeakyReLU as LeakyOp
 
 WIDE_LIMIT = 32639   # two balanced int8 digits reach 127 + 127 * 256
 NARROW_LIMIT = 127
 SQ_LIMIT = 65535     # GDN's x^2: two 8-bit halves
-# Output rows per strip: a 768x512 fast-model decode took 0.44-0.46 s with 1 MB strips, 0.35-0.39 with 2,
-# 0.32-0.35 with 4, 0.32-0.34 with 8 and 0.34-0.37 with 16 (one process, alternating; same pixels).
-STRIP_BYTES = 8 << 20
 _CONV = (nn.Conv2d, nn.ConvTranspose2d)
 
 
@@ -78,55 +78,38 @@ def wide_inputs(name: str, modules: list[nn.Module]) -> set[int]:
 
 
 class Int8Conv:
-    """One convolution (or transposed convolution) of the int8 synthesis, with what follows it."""
+    """One convolution of the int8 synthesis (a lowered ``Conv``), with the operation after it."""
 
-    def __init__(self, conv: nn.Module, amax: float, wide: bool, post: nn.Module | None, post_amax: float):
-        w = conv.weight.detach().double()
-        transposed = isinstance(conv, nn.ConvTranspose2d)
-        out_dim = 1 if transposed else 0
-        s_w = w.abs().amax(dim=tuple(d for d in range(4) if d != out_dim)).clamp_min(2.0**-60) / 127
-        shape = [1, 1, 1, 1]
-        shape[out_dim] = -1
-        q = torch.round(w / s_w.view(shape))
-        bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros_like(s_w)
+    def __init__(self, op: Conv, amax: float, wide: bool, post: GDNOp | LeakyOp | None, post_amax: float):
+        rep = op.shuffle**2
+        s_w = op.output_scale_groups().clamp_min(2.0**-60) / 127   # per output channel of the layer
+        s_col = s_w.repeat_interleave(rep)                          # per product column (sub-pixel phase)
+        bias = op.bias if op.bias is not None else torch.zeros_like(s_col)
         self.limit = WIDE_LIMIT if wide else NARROW_LIMIT
         self.s_in = max(float(amax), 2.0**-60) / self.limit
         self.inv_s_in = float(torch.tensor(1.0 / self.s_in).float())  # the float32 requantization factor
-        self.out_scale64 = self.s_in * s_w * 2.0**SYNTH_ACT_BITS   # per final channel, for the grid output
+        self.pad, self.shuffle = op.pad, op.shuffle
+        self.product = Product(torch.round(op.weight / s_col.view(-1, 1, 1, 1)), None, op.stride, "int8")
+        self.scale = (self.s_in * s_col).float()   # one accumulator unit, per product column
+        self.bias = bias.float()
+        self.out_scale64 = self.s_in * s_col * 2.0**SYNTH_ACT_BITS  # for the grid output
         self.bias64 = bias * 2.0**SYNTH_ACT_BITS
-        self.shuffle = 1
-        if transposed:
-            s = conv.stride[0]
-            q, before, after = subpixel_kernel(q, s, conv.padding[0])
-            self.shuffle, self.stride, self.pad = s, 1, (before, after)
-        else:
-            self.stride, self.pad = conv.stride[0], (conv.padding[0], conv.padding[0])
-        c_out, c_in, k, _ = q.shape
-        self.k, self.c_out, self.c_fin = k, c_out, c_out // self.shuffle**2
-        self.w = q.permute(2, 3, 1, 0).reshape(k * k * c_in, c_out).to(torch.int8).contiguous()
-        self._operands: dict = {}
-        rep = self.shuffle**2
-        self.scale = (self.s_in * s_w).repeat_interleave(rep).float()   # one accumulator unit, per product column
-        self.bias = bias.repeat_interleave(rep).float()
-        self.out_scale64 = self.out_scale64.repeat_interleave(rep)
-        self.bias64 = self.bias64.repeat_interleave(rep)
-        self.post = post
-        if isinstance(post, GDN):
+        self.gdn = post if isinstance(post, GDNOp) else None
+        if self.gdn is not None:
             c = post.beta.numel()
             if c * 255 * 127 >= 2**24:
                 raise ValueError("GDN too wide for exact float32 products")
-            gamma = post.gamma_reparam(post.gamma).detach().double().reshape(c, c)
-            s_g = gamma.amax(dim=1).clamp_min(2.0**-60) / 127
-            self.gamma = torch.round(gamma / s_g[:, None]).T.float().contiguous()   # [C_in, C_out], 0..127
+            s_g = post.gamma.amax(dim=1).clamp_min(2.0**-60) / 127
+            self.gamma = torch.round(post.gamma / s_g[:, None]).T.float().contiguous()   # [C_in, C_out], 0..127
             s_sq = max(float(post_amax), 2.0**-60) ** 2 / SQ_LIMIT
             self.inv_s_sq = float(torch.tensor(1.0 / s_sq).float())
             self.norm_scale = (s_sq * s_g).float()
-            self.beta = post.beta_reparam(post.beta).detach().float()
-            self.inverse = post.inverse
-        self.slope = post.negative_slope if isinstance(post, nn.LeakyReLU) else None
+            self.beta = post.beta.float()
+        self.slope = post.slope if isinstance(post, LeakyOp) else None
 
     def to(self, device: torch.device) -> "Int8Conv":
-        for name in ("w", "scale", "bias", "out_scale64", "bias64", "gamma", "norm_scale", "beta"):
+        self.product.to(device)
+        for name in ("scale", "bias", "out_scale64", "bias64", "gamma", "norm_scale", "beta"):
             if hasattr(self, name) and getattr(self, name).device != device:
                 setattr(self, name, getattr(self, name).to(device))
         return self
@@ -139,62 +122,24 @@ class Int8Conv:
     def __call__(self, x: torch.Tensor, nxt: "Int8Conv | None") -> torch.Tensor:
         """``x``: integer input NHWC. Returns the next convolution's integer input (NHWC), or, for the
         network's last convolution (``nxt`` None), float64 2^-14-grid NCHW."""
-        b = x.shape[0]
-        x = F.pad(x, (0, 0, self.pad[0], self.pad[1], self.pad[0], self.pad[1]))
-        h_out = (x.shape[1] - self.k) // self.stride + 1
-        w_out = (x.shape[2] - self.k) // self.stride + 1
-
-        def sample(be: arith.Backend, outputs: int) -> torch.Tensor:  # in this backend's strips, as below
-            n, step = min(h_out, max(1, -(-outputs // w_out))), self._strip_rows(be, w_out, x.shape[3])
-            return torch.cat([self._product(be, x[:, r0 * self.stride:(min(r0 + step, n) - 1) * self.stride + self.k])
-                              for r0 in range(0, n, step)])
-        be = conv_backend(self.limit, NARROW_LIMIT, x.device, sample, b * h_out * w_out, "int8")
-        digits = be.digits(x, self.limit)
-        operand = self._operand(be, x.device)
-        s, c = self.shuffle, self.c_fin
-        dtype = torch.float64 if nxt is None else (torch.int8 if nxt.limit == NARROW_LIMIT else torch.int32)
-        out = torch.empty(b, h_out * s, w_out * s, c, dtype=dtype, device=x.device)
-        rows = self._strip_rows(be, w_out, x.shape[3])
-        for r0 in range(0, h_out, rows):
-            r1 = min(r0 + rows, h_out)
-            cols = _im2col(digits[:, :, r0 * self.stride:(r1 - 1) * self.stride + self.k], self.k, self.stride)
-            acc = operand.rmatmul(cols, self.limit)  # exact integers (|acc| < 2^45), float64
-            if nxt is None:
-                v = acc.double().mul_(self.out_scale64).add_(self.bias64).round_()
-            else:
-                v = acc.float().mul_(self.scale).add_(self.bias)
-            if s > 1:
-                v = v.view(b, r1 - r0, w_out, c, s, s).permute(0, 1, 4, 2, 5, 3)
-            v = v.reshape(-1, c)
-            if nxt is not None:
-                v = nxt.requantize(self._post(v))
-            out[:, r0 * s:r1 * s] = v.view(b, (r1 - r0) * s, w_out * s, c)
-        return out.permute(0, 3, 1, 2) if nxt is None else out
-
-    def _strip_rows(self, be: arith.Backend, w_out: int, c_in: int) -> int:
-        planes = be.digit_count(self.limit) * be.dtype.itemsize
-        return max(1, STRIP_BYTES // (max(w_out, 1) * (planes * self.k * self.k * c_in + 16 * self.c_out)))
-
-    def _operand(self, be: arith.Backend, device: torch.device) -> arith.Operand:
-        if (be, device) not in self._operands:
-            self._operands[be, device] = be.prepare(self.w.to(device))
-        return self._operands[be, device]
-
-    def _product(self, be: arith.Backend, x: torch.Tensor) -> torch.Tensor:
-        """The integer products of padded NHWC input rows ``x``, in backend ``be`` (what the backend
-        choice times: a band of this layer's own work)."""
-        cols = _im2col(be.digits(x, self.limit), self.k, self.stride)
-        return self._operand(be, x.device).rmatmul(cols, self.limit)
+        if nxt is None:
+            out = conv_strips(x, self.product, self.pad, self.limit, self.shuffle,
+                              columns=lambda acc: acc.mul_(self.out_scale64).add_(self.bias64).round_())
+            return out.permute(0, 3, 1, 2)
+        return conv_strips(x, self.product, self.pad, self.limit, self.shuffle,
+                           columns=lambda acc: acc.float().mul_(self.scale).add_(self.bias),
+                           pixels=lambda v: nxt.requantize(self._post(v)))
 
     def _post(self, v: torch.Tensor) -> torch.Tensor:
-        """GDN / IGDN / LeakyReLU on real float32 values [P, C], one IEEE operation at a time."""
-        if isinstance(self.post, GDN):
-            sq = (v * v).mul_(self.inv_s_sq).round_().clamp_(0, SQ_LIMIT)
+        """GDN / IGDN / LeakyReLU on real float32 values [..., C], one IEEE operation at a time."""
+        if self.gdn is not None:
+            flat = v.reshape(-1, v.shape[-1])
+            sq = (flat * flat).mul_(self.inv_s_sq).round_().clamp_(0, SQ_LIMIT)
             hi = torch.floor(sq * (1.0 / 256))
             lo = sq.sub_(hi * 256)
             norm = (hi @ self.gamma).mul_(256.0).add_(lo @ self.gamma).mul_(self.norm_scale).add_(self.beta).sqrt_()
-            arith.note("float32", v.shape[0] * self.gamma.numel(), 2 * v.shape[0] * self.gamma.numel())
-            return v.mul_(norm) if self.inverse else v.div_(norm)
+            arith.note("float32", flat.shape[0] * self.gamma.numel(), 2 * flat.shape[0] * self.gamma.numel())
+            return (flat.mul_(norm) if self.gdn.inverse else flat.div_(norm)).view(v.shape)
         if self.slope is not None:
             return F.leaky_relu(v, self.slope)
         return v
@@ -214,15 +159,14 @@ class Int8Sequential:
 
     def __init__(self, name: str, seq: nn.Module, scales: list[float]):
         modules = _modules(seq)
+        ops = lower(seq)  # one operation per module
         wide = wide_inputs(name, modules)
         amax = dict(zip([i for i, m in enumerate(modules) if isinstance(m, (*_CONV, GDN))], scales, strict=True))
         self.convs = []
-        for i, m in enumerate(modules):
-            if isinstance(m, _CONV):
-                post = modules[i + 1] if i + 1 < len(modules) and not isinstance(modules[i + 1], _CONV) else None
-                self.convs.append(Int8Conv(m, amax[i], i in wide, post, amax.get(i + 1, 0.0)))
-        if any(not isinstance(m, (*_CONV, GDN, nn.LeakyReLU)) for m in modules):
-            raise TypeError("no int8 form for " + ", ".join(type(m).__name__ for m in modules))
+        for i, op in enumerate(ops):
+            if isinstance(op, Conv):
+                post = ops[i + 1] if i + 1 < len(ops) and not isinstance(ops[i + 1], Conv) else None
+                self.convs.append(Int8Conv(op, amax[i], i in wide, post, amax.get(i + 1, 0.0)))
 
     def __call__(self, grid: torch.Tensor) -> torch.Tensor:
         convs = [c.to(grid.device) for c in self.convs]

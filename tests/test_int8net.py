@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from anfcodec import api, arith, int8net, zoo
+from anfcodec import api, arith, int8net, lowering, zoo
 from anfcodec.models import build_model
 from anfcodec.training.data import DEFAULT_TRAIN_DIR
 from conftest import SAMPLE, kodak_images, needs_kodak
@@ -47,7 +47,8 @@ def test_strips_do_not_change_the_result(int8_model, monkeypatch):
     z2 = torch.round(y * 2.0**14 / 8)  # a latent-shaped input on the synthesis grid
     net = int8net.build(int8_model)["g_s2"]
     whole = net(z2)
-    monkeypatch.setattr(int8net, "STRIP_BYTES", 1)  # one output row per strip
+    monkeypatch.setattr(lowering, "DIGIT_STRIP_BYTES", 1)  # one output row per strip
+    monkeypatch.setattr(lowering, "FLOAT64_STRIP_BYTES", 1)
     assert torch.equal(net(z2), whole)
 
 

@@ -1,0 +1,320 @@
+"""One lowering of the decoder networks, shared by every bit-exact arithmetic.
+
+``lower`` turns a ``Sequential`` of Conv2d / ConvTranspose2d / GDN / IGDN / LeakyReLU into
+operations: ``Conv`` (a transposed convolution becomes its sub-pixel form: a dense convolution
+whose output channels are the stride^2 phases, then a pixel shuffle), ``GDN`` and ``LeakyReLU``.
+The two arithmetics of the format run these operations: ``exact`` (activations on fine
+fixed-point grids: the entropy parameters and the fine synthesis) and ``int8net`` (8-bit
+activations from layer to layer). They differ in how weights and activations become integers
+and in what happens between products; the convolution itself is one loop, here:
+
+* ``Product``: the exact integer products of one convolution, in the ``arith`` backend measured
+  fastest for its operand magnitudes (shallow products keep float64 convolutions, and layers
+  with few output channels the per-tap form);
+* ``conv_strips``: output rows in strips, each from the matching zero-padded input rows, its
+  products followed, while the strip is in cache, by the caller's per-column step (requantize,
+  scale), the pixel shuffle and the caller's per-pixel step (GDN, LeakyReLU, requantize).
+
+Activations are NHWC here (channels contiguous: a kernel row of k * C values is one run).
+With integer products every strip size and backend gives the same result.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import arith
+from .entropy_models import GDN as GDNLayer
+
+# Bytes of one strip's unfolded input. Small enough to stay in cache between the unfold and the
+# product that reads it: a 768x512 fine-grid decode took 3.23 s with 64 MB float64 strips, 1.88 s
+# with 8, 1.83 with 4 and 1.85 with 2; the fast int8 model 0.44-0.46 s with 1 MB digit strips,
+# 0.35-0.39 with 2, 0.32-0.35 with 4, 0.32-0.34 with 8 and 0.34-0.37 with 16 (same pixels).
+FLOAT64_STRIP_BYTES = 4 << 20
+DIGIT_STRIP_BYTES = 8 << 20
+# Shallowest product (C_in * k^2) that takes digit planes. Their fixed costs (splitting,
+# unfolding, combining m + n - 1 results) pay off only for deep products: on the fast model,
+# layers with K = 576..6400 ran 1.2-2.6 times faster as int8 digits than in float64, the
+# post-filter's (K = 27, 144) not at all.
+MIN_DIGIT_DEPTH = 256
+
+
+# -- operations ----------------------------------------------------------------------------------
+@dataclass
+class Conv:
+    """A convolution, float64 weights [C_out, C_in, k, k] and bias [C_out] (or None), zero padding
+    ``pad`` = (before, after) on both axes; ``shuffle`` > 1: the sub-pixel form of a transposed
+    convolution, whose C_out = channels * shuffle^2 products are pixel-shuffled."""
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    stride: int
+    pad: tuple[int, int]
+    shuffle: int = 1
+
+    @property
+    def k(self) -> int:
+        return self.weight.shape[-1]
+
+    @property
+    def channels(self) -> int:
+        """Output channels after the pixel shuffle."""
+        return self.weight.shape[0] // self.shuffle**2
+
+    def output_scale_groups(self) -> torch.Tensor:
+        """max |w| over each output channel of the layer as trained (the shuffle^2 phases of a
+        transposed convolution's channel together hold each of its weights once)."""
+        per_phase = self.weight.abs().amax(dim=(1, 2, 3))
+        return per_phase.view(self.channels, self.shuffle**2).amax(dim=1)
+
+
+@dataclass
+class GDN:
+    """norm = sqrt(beta + gamma @ x^2); GDN divides by it, IGDN multiplies. gamma [C_out, C_in]."""
+    gamma: torch.Tensor
+    beta: torch.Tensor
+    inverse: bool
+
+
+@dataclass
+class LeakyReLU:
+    slope: float
+
+
+Op = Conv | GDN | LeakyReLU
+
+
+def subpixel_kernel(weight: torch.Tensor, stride: int, padding: int) -> tuple[torch.Tensor, int, int]:
+    """A transposed convolution as (padding, conv2d, pixel shuffle): ``(kernel, pad_before, pad_after)``.
+
+    Valid when the transposed convolution maps n to stride * n samples. Output sample
+    ``s*q + r`` sums ``a[q - d] * w[r + padding + s*d]`` over the integers d that index the
+    kernel, so each phase r is an ordinary correlation; stacking the stride^2 phases as
+    output channels in pixel-shuffle order gives one dense convolution without col2im.
+    Weight layout in: [C_in, C_out, k, k].
+    """
+    c_in, c_out, k, _ = weight.shape
+    d_range = {r: range(-((r + padding) // stride), (k - 1 - r - padding) // stride + 1) for r in range(stride)}
+    before = max(0, *(max(d) for d in d_range.values() if d))
+    after = max(0, *(-min(d) for d in d_range.values() if d))
+    taps = before + after + 1
+    kernel = weight.new_zeros(c_out, stride, stride, c_in, taps, taps)
+    for ry in range(stride):
+        for rx in range(stride):
+            for dy in d_range[ry]:
+                for dx in d_range[rx]:
+                    kernel[:, ry, rx, :, before - dy, before - dx] = \
+                        weight[:, :, ry + padding + stride * dy, rx + padding + stride * dx].T
+    return kernel.reshape(c_out * stride * stride, c_in, taps, taps), before, after
+
+
+def _square(layer: nn.Module) -> bool:
+    return len({*layer.kernel_size}) == len({*layer.stride}) == len({*layer.padding}) == 1 \
+        and layer.dilation == (1, 1) and layer.groups == 1
+
+
+def lower(seq: nn.Module) -> list[Op]:
+    """The operations of a network (a Sequential, or one layer), weights in float64."""
+    ops: list[Op] = []
+    for layer in (seq if isinstance(seq, nn.Sequential) else [seq]):
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+            if not _square(layer):
+                raise TypeError("no exact form for non-square, dilated or grouped convolutions")
+            w = layer.weight.detach().double()
+            b = None if layer.bias is None else layer.bias.detach().double()
+            k, s, p = layer.kernel_size[0], layer.stride[0], layer.padding[0]
+            if isinstance(layer, nn.Conv2d):
+                ops.append(Conv(w, b, s, (p, p)))
+                continue
+            if k - 2 * p + layer.output_padding[0] != s:
+                raise TypeError("no exact form for a transposed convolution that does not map n to stride * n")
+            w, before, after = subpixel_kernel(w, s, p)
+            ops.append(Conv(w, None if b is None else b.repeat_interleave(s * s), 1, (before, after), s))
+        elif isinstance(layer, GDNLayer):
+            c = layer.beta.numel()
+            ops.append(GDN(layer.gamma_reparam(layer.gamma).detach().double().reshape(c, c),
+                           layer.beta_reparam(layer.beta).detach().double(), bool(layer.inverse)))
+        elif isinstance(layer, nn.LeakyReLU):
+            ops.append(LeakyReLU(layer.negative_slope))
+        else:
+            raise TypeError(f"no exact form for {type(layer).__name__}")
+    return ops
+
+
+# -- products ------------------------------------------------------------------------------------
+def abs_max(a: torch.Tensor) -> float:
+    """max |a| (0 for an empty tensor). One min/max pass: ``linalg.vector_norm(a, inf)`` measured
+    10-35 times slower on float64 activations and cost 0.1 s of a 768x512 decode."""
+    if not a.numel():
+        return 0.0
+    lo, hi = torch.aminmax(a)
+    return max(-lo.item(), hi.item())
+
+
+def im2col(d: torch.Tensor, k: int, stride: int) -> torch.Tensor:
+    """Digits [n, B, H, W, C] -> unfolded [B * H_out * W_out, n, k * k * C], columns in (ky, kx, c) order.
+
+    In NHWC the k * C values of one kernel row are contiguous, so each of the n * k copies moves
+    runs of k * C values; an int8 unfold is 8 times smaller than float64's."""
+    n, b, h, w, c = d.shape
+    if k == stride == n == 1 and d.is_contiguous():
+        return d.view(b * h * w, 1, c)  # a pointwise layer (g_s1's 16x16 linear synthesis): no copy
+    h_out, w_out = (h - k) // stride + 1, (w - k) // stride + 1
+    out = d.new_empty(b, h_out, w_out, n, k, k * c)
+    s = d.stride()
+    for i in range(n):
+        for dy in range(k):
+            out[:, :, :, i, dy] = d.as_strided((b, h_out, w_out, k * c), (s[1], stride * s[2], stride * c, 1),
+                                               d.storage_offset() + i * s[0] + dy * s[2])
+    return out.view(b * h_out * w_out, n, k * k * c)
+
+
+class Product:
+    """The exact integer products of one convolution: integer-valued weights [C_out, C_in, k, k]
+    and optional bias (float64), applied to integer NHWC inputs of any dtype; results are
+    integer-valued float64 NHWC. ``kind`` names the arithmetic whose backend choice this joins."""
+
+    def __init__(self, w: torch.Tensor, b: torch.Tensor | None, stride: int, kind: str):
+        self.w, self.b, self.stride, self.kind = w, b, stride, kind
+        c_out, c_in, k, _ = w.shape
+        self.k, self.c_in, self.c_out = k, c_in, c_out
+        self.w_max = w.abs().max().item() if w.numel() else 0.0
+        self.bias_max = 0.0 if b is None else b.abs().max().item()
+        self.shallow = c_in * k * k < MIN_DIGIT_DEPTH
+        # Few outputs per input (the last layer of a synthesis): the per-tap form, not an unfold.
+        self.narrow = stride == 1 and 4 * c_out <= c_in
+        self._operands: dict = {}
+        self._taps = None
+
+    def to(self, device: torch.device) -> "Product":
+        if self.w.device != device:
+            self.w = self.w.to(device)
+            self.b = None if self.b is None else self.b.to(device)
+            self._taps = None
+        return self
+
+    def fan(self) -> float:
+        """Largest sum of |weight| feeding one output: the worst-case gain of the layer."""
+        return self.w.abs().sum(dim=(1, 2, 3)).max().item()
+
+    def backend(self, x: torch.Tensor, max_abs: float, pad: tuple[int, int] = (0, 0)) -> arith.Backend:
+        """How this layer multiplies the NHWC input ``x`` (|x| <= max_abs): the measured choice for
+        its magnitude class, timed on a band of this layer's own output rows in the strips
+        ``conv_strips`` would cut (a synthetic convolution, and a sample in one piece, both ranked
+        the backends wrongly); float64 for shallow and narrow layers."""
+        if self.shallow or self.narrow:
+            return arith.FLOAT64
+        h_out, w_out = out_size(x, self.k, self.stride, pad)
+
+        def sample(be: arith.Backend, outputs: int) -> torch.Tensor:
+            n = min(h_out, max(1, -(-outputs // w_out)))
+            step = self.strip_rows(be, w_out, max_abs)
+            return torch.cat([self(padded_rows(x, r0, min(r0 + step, n), self.k, self.stride, pad), max_abs, be)
+                              for r0 in range(0, n, step)], dim=1)
+        classes = (arith.magnitude_class(max_abs), arith.magnitude_class(self.w_max))
+        return arith.fastest((self.kind, *classes), sample, x.device.type, x.shape[0] * h_out * w_out)
+
+    def strip_rows(self, be: arith.Backend, w_out: int, max_abs: float) -> int:
+        """Output rows per strip: the unfold (digit planes of the backend's type, or float64) plus
+        the float64 results within the strip budget."""
+        w_out = max(w_out, 1)
+        if be is not arith.FLOAT64:
+            planes = be.digit_count(max_abs) * be.dtype.itemsize
+            return max(1, DIGIT_STRIP_BYTES // (w_out * (planes * self.k * self.k * self.c_in + 16 * self.c_out)))
+        per_out = self.c_out if self.narrow else self.c_in  # the per-tap products, or the unfold
+        return max(1, FLOAT64_STRIP_BYTES // (8 * self.k * self.k * per_out * w_out))
+
+    def __call__(self, x: torch.Tensor, max_abs: float, be: arith.Backend) -> torch.Tensor:
+        """Unpadded products of NHWC ``x`` (|x| <= max_abs) -> float64 NHWC [B, H_out, W_out, C_out]."""
+        if be is arith.FLOAT64:
+            x = x.double()
+            if self.narrow:
+                return self._narrow(x)
+            return F.conv2d(x.permute(0, 3, 1, 2), self.w, self.b, stride=self.stride).permute(0, 2, 3, 1)
+        b = x.shape[0]
+        h_out, w_out = out_size(x, self.k, self.stride)
+        key = (be, x.device)
+        if key not in self._operands:
+            matrix = self.w.permute(2, 3, 1, 0).reshape(self.k * self.k * self.c_in, self.c_out)
+            self._operands[key] = be.prepare(matrix.to(x.device))
+        acc = self._operands[key].rmatmul(im2col(be.digits(x, max_abs), self.k, self.stride), max_abs, self.bias_max)
+        acc = acc if self.b is None else acc.add_(self.b)
+        return acc.view(b, h_out, w_out, self.c_out)
+
+    def _narrow(self, x: torch.Tensor) -> torch.Tensor:
+        """One matrix product gives every tap's contribution (C_out * k^2 values per pixel) and
+        shifted sums combine them: 3-4 times faster than unfolding C_in * k^2 values per pixel
+        for 128 -> 12 or 32 -> 3 channels, and still exact integer arithmetic."""
+        k = self.k
+        if self._taps is None:
+            self._taps = self.w.permute(1, 2, 3, 0).reshape(self.c_in, k * k * self.c_out)
+        h, wd = x.shape[1] - k + 1, x.shape[2] - k + 1
+        out = torch.empty(x.shape[0], h, wd, self.c_out, dtype=torch.float64, device=x.device)
+        for i in range(x.shape[0]):
+            part = torch.matmul(x[i], self._taps).view(x.shape[1], x.shape[2], k, k, self.c_out)
+            acc = part[:h, :wd, 0, 0].clone()
+            for dy in range(k):
+                for dx in range(k):
+                    if dy or dx:
+                        acc += part[dy:dy + h, dx:dx + wd, dy, dx]
+            out[i] = acc
+        return out if self.b is None else out.add_(self.b)
+
+
+def out_size(x: torch.Tensor, k: int, stride: int, pad: tuple[int, int] = (0, 0)) -> tuple[int, int]:
+    """Output rows and columns of a convolution of NHWC ``x``."""
+    return tuple(max(1, (n + pad[0] + pad[1] - k) // stride + 1) for n in x.shape[1:3])
+
+
+def padded_rows(x: torch.Tensor, r0: int, r1: int, k: int, stride: int, pad: tuple[int, int]) -> torch.Tensor:
+    """The input rows, zero-padded, that output rows [r0, r1) of a convolution of NHWC ``x`` read:
+    one copy of the band instead of a padded copy of the whole input and then of the band."""
+    h = x.shape[1]
+    lo, hi = r0 * stride - pad[0], (r1 - 1) * stride + k - pad[0]
+    band = x[:, max(lo, 0):min(hi, h)]
+    if any(pad) or hi > h:
+        band = F.pad(band, (0, 0, pad[0], pad[1], max(-lo, 0), max(hi - h, 0)))
+    return band
+
+
+def shuffle_nhwc(v: torch.Tensor, s: int) -> torch.Tensor:
+    """pixel_shuffle(s) of NHWC values whose channels are in (c, ry, rx) order."""
+    b, h, w, cs = v.shape
+    c = cs // (s * s)
+    return v.view(b, h, w, c, s, s).permute(0, 1, 4, 2, 5, 3).reshape(b, h * s, w * s, c)
+
+
+def conv_strips(x: torch.Tensor, product: Product, pad: tuple[int, int], max_abs: float, shuffle: int = 1,
+                columns: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                pixels: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """A convolution of NHWC integer input ``x`` (|x| <= max_abs) in strips of output rows.
+
+    Each strip: the exact products (float64, bias included), then ``columns`` on them (per
+    product column, before the shuffle), the pixel shuffle, then ``pixels`` (per output pixel);
+    the results are written into one preallocated NHWC output. PyTorch's float64 convolution
+    would unfold its whole input (2.4 GB for one layer of a 1024-pixel tile); strips bound that,
+    and keep each strip in cache through the steps after the product."""
+    h_out, w_out = out_size(x, product.k, product.stride, pad)
+    be = product.backend(x, max_abs, pad)
+    rows = product.strip_rows(be, w_out, max_abs)
+    s = shuffle
+    out = None
+    for r0 in range(0, h_out, rows):
+        r1 = min(r0 + rows, h_out)
+        band = padded_rows(x, r0, r1, product.k, product.stride, pad)
+        # A band's own max |x| can need fewer digits than the whole input's (one digit plane fewer
+        # in some bands of the fast model's widest layers: ~2% faster decoding there, same integers).
+        band_max = max_abs if rows >= h_out or be is arith.FLOAT64 else abs_max(band)
+        v = product(band, band_max, be)
+        v = v if columns is None else columns(v)
+        v = v if s == 1 else shuffle_nhwc(v, s)
+        v = v if pixels is None else pixels(v)
+        if rows >= h_out:
+            return v
+        if out is None:
+            out = torch.empty(x.shape[0], h_out * s, w_out * s, v.shape[-1], dtype=v.dtype, device=x.device)
+        out[:, r0 * s:r1 * s] = v
+    return out

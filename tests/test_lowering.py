@@ -1,0 +1,126 @@
+"""The shared lowering: operations of a network, sub-pixel form, and the strip loop of exact products."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from anfcodec import arith, lowering
+from anfcodec.entropy_models import GDN
+from anfcodec.lowering import Conv, Product, abs_max, conv_strips, lower, subpixel_kernel
+
+
+@pytest.mark.parametrize("kernel,stride,padding,output_padding", [(5, 2, 2, 1), (16, 16, 0, 0), (3, 2, 1, 1), (4, 2, 1, 0)])
+def test_subpixel_form_equals_transposed_convolution(kernel, stride, padding, output_padding):
+    g = torch.Generator().manual_seed(kernel)
+    w = torch.randint(-50, 50, (6, 5, kernel, kernel), generator=g).double()
+    a = torch.randint(-50, 50, (1, 6, 7, 9), generator=g).double()
+    ref = F.conv_transpose2d(a, w, stride=stride, padding=padding, output_padding=output_padding)
+    k, before, after = subpixel_kernel(w, stride, padding)
+    out = F.pixel_shuffle(F.conv2d(F.pad(a, (before, after, before, after)), k), stride)
+    assert torch.equal(out, ref)
+
+
+def test_lowering_gives_one_operation_per_layer():
+    net = nn.Sequential(nn.Conv2d(3, 8, 5, 2, 2), GDN(8), nn.ConvTranspose2d(8, 4, 5, 2, 2, 1),
+                        GDN(4, inverse=True), nn.LeakyReLU(0.1))
+    ops = lower(net)
+    assert [type(op).__name__ for op in ops] == ["Conv", "GDN", "Conv", "GDN", "LeakyReLU"]
+    assert (ops[0].stride, ops[0].pad, ops[0].shuffle) == (2, (2, 2), 1)
+    assert ops[2].shuffle == 2 and ops[2].weight.shape[0] == 4 * 4 and ops[2].channels == 4
+    assert not ops[1].inverse and ops[3].inverse and ops[4].slope == 0.1
+    # Per output channel of the layer as trained, whatever its sub-pixel phases hold.
+    trained = net[2].weight.detach().double().abs().amax(dim=(0, 2, 3))
+    assert torch.equal(ops[2].output_scale_groups(), trained)
+
+
+def test_layers_without_an_exact_form_are_refused():
+    with pytest.raises(TypeError, match="stride"):
+        lower(nn.ConvTranspose2d(4, 4, 3, 2, 0))  # 7 -> 15 samples: not n -> 2n
+    with pytest.raises(TypeError, match="grouped"):
+        lower(nn.Conv2d(4, 4, 3, 1, 1, groups=2))
+    with pytest.raises(TypeError, match="ReLU"):
+        lower(nn.Sequential(nn.ReLU()))
+
+
+def _strips(a: torch.Tensor, w: torch.Tensor, b, stride: int, pad, shuffle: int = 1) -> torch.Tensor:
+    """conv_strips on NCHW ``a``, returned NCHW."""
+    x = a.permute(0, 2, 3, 1).contiguous()
+    out = conv_strips(x, Product(w, b, stride, "test"), pad, abs_max(x), shuffle)
+    return out.permute(0, 3, 1, 2)
+
+
+def _one_row_strips(monkeypatch) -> None:
+    monkeypatch.setattr(lowering, "FLOAT64_STRIP_BYTES", 1)
+    monkeypatch.setattr(lowering, "DIGIT_STRIP_BYTES", 1)
+
+
+@pytest.mark.parametrize("stride,pad", [(1, (1, 1)), (2, (2, 2)), (1, (2, 1))])
+def test_strips_equal_one_convolution(monkeypatch, stride, pad):
+    g = torch.Generator().manual_seed(stride)
+    a = torch.randint(-99, 99, (1, 4, 37, 29), generator=g).double()
+    w = torch.randint(-99, 99, (6, 4, 5 if stride == 2 else 3, 5 if stride == 2 else 3), generator=g).double()
+    b = torch.randint(-99, 99, (6,), generator=g).double()
+    whole = F.conv2d(F.pad(a, (pad[0], pad[1], pad[0], pad[1])), w, b, stride=stride)
+    _one_row_strips(monkeypatch)
+    assert torch.equal(_strips(a, w, b, stride, pad), whole)
+
+
+def test_strips_with_pixel_shuffle_equal_one_call(monkeypatch):
+    g = torch.Generator().manual_seed(7)
+    a = torch.randint(-99, 99, (1, 3, 11, 13), generator=g).double()
+    w = torch.randint(-99, 99, (8, 3, 3, 3), generator=g).double()
+    whole = F.pixel_shuffle(F.conv2d(F.pad(a, (1, 1, 1, 1)), w), 2)
+    _one_row_strips(monkeypatch)
+    assert torch.equal(_strips(a, w, None, 1, (1, 1), shuffle=2), whole)
+
+
+@pytest.mark.parametrize("one_row", [True, False])
+@pytest.mark.parametrize("shuffle", [1, 2])
+def test_narrow_layers_equal_one_convolution(monkeypatch, one_row, shuffle):
+    # Few output channels take the tap-product form; it must equal conv2d exactly, in strips or whole.
+    g = torch.Generator().manual_seed(shuffle)
+    a = torch.randint(-2**20, 2**20, (2, 16, 13, 11), generator=g).double()
+    w = torch.randint(-2**16, 2**16, (4, 16, 3, 3), generator=g).double()
+    b = torch.randint(-99, 99, (4,), generator=g).double()
+    assert Product(w, b, 1, "test").narrow
+    whole = F.conv2d(F.pad(a, (1, 1, 1, 1)), w, b)
+    whole = F.pixel_shuffle(whole, shuffle) if shuffle > 1 else whole
+    if one_row:
+        _one_row_strips(monkeypatch)
+    assert torch.equal(_strips(a, w, b, 1, (1, 1), shuffle=shuffle), whole)
+
+
+@pytest.mark.parametrize("backend", [be.name for be in arith.candidates()])
+@pytest.mark.parametrize("stride,shuffle,strip_bytes", [(1, 1, 1), (2, 1, 64 << 20), (1, 2, 1 << 16)])
+def test_deep_convolutions_in_every_backend_equal_float64(monkeypatch, stride, shuffle, strip_bytes, backend):
+    # C_in * k^2 = 288 takes the backend's products; values span 2-3 digits, as the synthesis' do.
+    monkeypatch.setenv(arith.ENV, backend)
+    g = torch.Generator().manual_seed(stride * 10 + shuffle)
+    a = torch.randint(-2**16, 2**16, (1, 32, 19, 23), generator=g).double()
+    w = torch.randint(-2**17, 2**17, (16, 32, 3, 3), generator=g).double()
+    b = torch.randint(-2**20, 2**20, (16,), generator=g).double()
+    product = Product(w, b, stride, "test")
+    assert product.backend(a.permute(0, 2, 3, 1).contiguous(), 2**16, (1, 1)).name == backend
+    whole = F.conv2d(F.pad(a, (1, 1, 1, 1)), w, b, stride=stride)
+    whole = F.pixel_shuffle(whole, shuffle) if shuffle > 1 else whole
+    monkeypatch.setattr(lowering, "DIGIT_STRIP_BYTES", strip_bytes)
+    assert torch.equal(_strips(a, w, b, stride, (1, 1), shuffle=shuffle), whole)
+
+
+def test_integer_inputs_of_any_dtype_give_the_same_products():
+    # The int8 synthesis feeds int8 / int32 inputs, the fine grid float64: one product either way.
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(-127, 128, (1, 9, 10, 40), generator=g)
+    w = torch.randint(-127, 128, (16, 40, 3, 3), generator=g).double()
+    product = Product(w, None, 1, "test")
+    want = product(x.double(), 127, arith.FLOAT64)
+    for be in arith.candidates():
+        for dtype in (torch.int8, torch.int32, torch.float64):
+            assert torch.equal(product(x.to(dtype), 127, be), want), (be.name, dtype)
+
+
+def test_conv_op_keeps_the_layer_bias_per_phase():
+    layer = nn.ConvTranspose2d(3, 2, 5, 2, 2, 1)
+    (op,) = lower(layer)
+    assert isinstance(op, Conv)
+    assert torch.equal(op.bias, layer.bias.detach().double().repeat_interleave(4))
