@@ -144,9 +144,11 @@ class ExactSequential:
         if not owned:
             a = a.clone()
         rows = max(1, GDN_BAND_BYTES // (8 * a.shape[0] * a.shape[-1] * max(a.shape[2], 1)))
+        be = None  # chosen once, on the first band
         for r0 in range(0, a.shape[1], rows):
             band = a[:, r0:r0 + rows]
             sq = (band * band).mul_(2.0**-A).round_()
-            norm = product(sq, sq_max, product.backend(sq, sq_max)).mul_(2.0 ** -(A + W)).sqrt_()
+            be = be or product.backend(sq, sq_max)
+            norm = product(sq, sq_max, be).mul_(2.0 ** -(A + W)).sqrt_()
             (band.mul_(norm) if op.inverse else band.div_(norm)).round_()
         return a
