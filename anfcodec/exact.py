@@ -9,7 +9,8 @@ strip loop shared with ``int8net``; ``arith``: int8 digits, float32 digit planes
 whichever is fastest here), so the result is the same whatever the order of summation and
 whichever arithmetic ran. Between layers only elementwise IEEE operations (multiply by
 a power of two, round, multiply, divide, square root) are used, which are
-correctly rounded and so deterministic everywhere.
+correctly rounded and so deterministic everywhere (the square root through ``arith.sqrt_``:
+torch's own CPU sqrt is not correctly rounded).
 
 Two precisions are in use: the entropy-parameter network (``ACT_BITS`` /
 ``WEIGHT_BITS``, frozen: changing them changes the symbols of existing files)
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import arith
 from .lowering import GDN, Conv, LeakyReLU, Product, abs_max, conv_strips, lower
 
 ACT_BITS = 10       # entropy parameters: activations on a 2^-10 grid
@@ -149,6 +151,6 @@ class ExactSequential:
             band = a[:, r0:r0 + rows]
             sq = (band * band).mul_(2.0**-A).round_()
             be = be or product.backend(sq, sq_max)
-            norm = product(sq, sq_max, be).mul_(2.0 ** -(A + W)).sqrt_()
+            norm = arith.sqrt_(product(sq, sq_max, be).mul_(2.0 ** -(A + W)))
             (band.mul_(norm) if op.inverse else band.div_(norm)).round_()
         return a

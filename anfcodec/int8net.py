@@ -23,7 +23,8 @@ pixels, so every step below is part of the format:
   ``x^2`` is ``clamp(round(v^2 / s_sq), 0, 65535)``, split into two 8-bit halves;
   gamma is 7-bit per output channel, so each half's 1x1 product is an integer
   below 2^24 (exact in float32 in any order). Then
-  ``norm = sqrt((hi @ G * 256 + lo @ G) * (s_sq * s_g) + beta)``.
+  ``norm = sqrt((hi @ G * 256 + lo @ G) * (s_sq * s_g) + beta)``, the correctly rounded
+  square root (``arith.sqrt_``).
 * A network's last convolution writes float64 on the 2^-14 grid,
   ``round(acc * (s * s_o * 2^14) + bias * 2^14)``, which is what ``exact`` networks
   exchange. The flow's sums and the post-filter's strength stay as in ``ANFIC.synthesize_exact``.
@@ -137,7 +138,7 @@ class Int8Conv:
             sq = (flat * flat).mul_(self.inv_s_sq).round_().clamp_(0, SQ_LIMIT)
             hi = torch.floor(sq * (1.0 / 256))
             lo = sq.sub_(hi * 256)
-            norm = (hi @ self.gamma).mul_(256.0).add_(lo @ self.gamma).mul_(self.norm_scale).add_(self.beta).sqrt_()
+            norm = arith.sqrt_((hi @ self.gamma).mul_(256.0).add_(lo @ self.gamma).mul_(self.norm_scale).add_(self.beta))
             arith.note("float32", flat.shape[0] * self.gamma.numel(), 2 * flat.shape[0] * self.gamma.numel())
             return (flat.mul_(norm) if self.gdn.inverse else flat.div_(norm)).view(v.shape)
         if self.slope is not None:

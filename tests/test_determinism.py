@@ -12,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import numpy as np
 import torch
 from PIL import Image
@@ -65,11 +64,6 @@ def test_cross_setting_determinism(tmp_path):
     assert cross_check([small, SAMPLE], tmp_path, "1,4,8,10") == 16   # 9..10: the default's top qualities
 
 
-# On an Intel AMX CPU (session 15) the int8 synthesis decoded 9 pixel values differently under torch's
-# generic kernels than under its AVX-512 ones, with identical symbols: the cross-CPU difference that
-# also moves one kept file (tests/test_zoo.py, docs/RESULTS.md session 15). Open; not strict, as it
-# passes on the AVX-512 EPYCs.
-@pytest.mark.xfail(reason="int8 synthesis: open cross-ISA difference on Intel AMX", strict=False)
 def test_int8_synthesis_is_deterministic_across_settings(tmp_path):
     """The int8 synthesis computes in float32 between its integer products: each operation is one
     correctly rounded IEEE operation, so the generic kernels, with float32 digit-plane products

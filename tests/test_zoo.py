@@ -40,22 +40,11 @@ def test_files_of_a_replaced_release_still_decode(tmp_path, monkeypatch, small_i
         zoo.find_entry("tiny", bytes(8), tmp_path)
 
 
-# A kept file that decodes with 5 of 21,000 samples one level off on an Intel CPU with AMX (the
-# same in every exact backend, ISA cap, thread count and constriction 0.4/0.5), and to its stored
-# pixels on the AVX-512 machines it was written and tested on: a cross-CPU difference not yet found
-# (docs/RESULTS.md, session 15). Not strict: it passes where the file was made.
-CROSS_CPU_OPEN = {"anfic-ckbd-n64-m256-int8-00fe67d4-q3"}
-
-
-def _kept_files():
-    for path in sorted((zoo.Path(__file__).parent / "data").glob("*.anf")):
-        marks = [pytest.mark.xfail(reason="cross-CPU difference under investigation", strict=False)] \
-            if path.stem in CROSS_CPU_OPEN else []
-        yield pytest.param(path, marks=marks, id=path.stem)
+KEPT_FILES = sorted((zoo.Path(__file__).parent / "data").glob("*.anf"))
 
 
 @pytest.mark.parametrize("backend", [None, "int8", "float32", "float64"])
-@pytest.mark.parametrize("path", _kept_files())
+@pytest.mark.parametrize("path", KEPT_FILES, ids=lambda p: p.stem)
 def test_kept_files_of_every_shipped_model_decode_to_their_recorded_pixels(path, backend):
     # One small file per shipped model and release, written when it shipped, with its decoded PNG;
     # in the backend this process measured fastest (None) and in each exact backend forced.
