@@ -49,13 +49,13 @@ def plan(files: list[Path], out_dir: Path, suffix: str) -> list[tuple[Path, Path
 
 def _encode_one(src: Path, dst: Path, options: dict, force: bool) -> Result:
     from . import api
-    from .imageio import atomic_write
+    from .imageio import write_output
     raw = src.read_bytes()
     opts = dict(options)
     targets = opts.pop("targets", None)  # rate control instead of a fixed quality
     data = api.encode_to_target(raw, **targets, **opts)[0] if targets else api.encode(raw, **opts)
     _check_free(dst, force)
-    atomic_write(dst, data)
+    write_output(dst, data)
     from .container import unpack
     h = unpack(data).header
     return Result(str(src), str(dst), True, len(raw), len(data), h.width * h.height)
@@ -63,19 +63,20 @@ def _encode_one(src: Path, dst: Path, options: dict, force: bool) -> Result:
 
 def _decode_one(src: Path, dst: Path, options: dict, force: bool) -> Result:
     from . import api
-    from .imageio import PNG_COMPRESS_DEFAULT, atomic_write, format_for, image_bytes
+    from .imageio import PNG_COMPRESS_DEFAULT, write_output, format_for, image_bytes
     raw = src.read_bytes()
     options = dict(options)
     png_compress = options.pop("png_compress", PNG_COMPRESS_DEFAULT)
     img = api.decode(raw, **options)
     data = image_bytes(img, format_for(dst), png_compress)
     _check_free(dst, force)
-    atomic_write(dst, data)
+    write_output(dst, data)
     return Result(str(src), str(dst), True, len(raw), len(data), img.width * img.height)
 
 
 def _check_free(dst: Path, force: bool) -> None:
-    if dst.exists() and not force:
+    from .imageio import would_replace
+    if would_replace(dst) and not force:
         raise FileExistsError(f"{dst} exists; use -f to overwrite it")
 
 

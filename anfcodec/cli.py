@@ -44,19 +44,20 @@ def _check_output(inp: str, out: str, force: bool) -> None:
         return
     if inp != "-" and Path(inp).resolve() == Path(out).resolve():
         raise click.UsageError("output would overwrite the input; choose another output path")
-    if Path(out).exists() and not force:
+    from .imageio import would_replace
+    if would_replace(out) and not force:
         raise InputError(f"{out} exists; use -f to overwrite it")
     if not Path(out).resolve().parent.is_dir():
         raise InputError(f"output folder {Path(out).parent} does not exist")
 
 
 def _write_output(out: str, data: bytes) -> None:
-    from .imageio import atomic_write
+    from .imageio import write_output
     if out == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     else:
-        atomic_write(Path(out), data)
+        write_output(Path(out), data)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -70,8 +71,11 @@ def main():
       anfcodec decode photo.anf -o photo-decoded.png
       anfcodec info photo.anf
 
-    Quality runs from 1 (smallest files) to 8 (best fidelity) and may be
-    fractional, e.g. 4.5. Use "-" as a path to read stdin or write stdout.
+    Quality runs from 1 (smallest files) up to the model's highest fidelity
+    (10 for the default model; 'anfcodec models' lists each model's range)
+    and may be fractional, e.g. 4.5. Use "-" as a path to read stdin or
+    write stdout. An output that is a device or FIFO (-o /dev/null) is
+    written into; a symbolic link's target is replaced, the link stays.
     """
     # Warnings (16-bit input reduced, near-lossless bound not reproducible, ...) as one plain line.
     warnings.showwarning = lambda message, *_a, **_k: click.echo(f"warning: {message}", err=True)

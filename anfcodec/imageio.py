@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import threading
 import warnings
 from dataclasses import dataclass
@@ -143,9 +144,38 @@ def pad_edge(x, multiple: int):
     return x
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename: never a partial output."""
+def is_special(path: Path) -> bool:
+    """An existing output that is not a regular file (a device such as /dev/null, a FIFO, a socket):
+    written into, never replaced."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def would_replace(path: Path) -> bool:
+    """Whether writing ``path`` replaces an existing file's bytes (what ``-f`` must allow): an existing
+    regular file, or the one a symbolic link points to. Special files are written into."""
+    return Path(path).exists() and not is_special(path)
+
+
+def write_output(path: Path, data: bytes) -> None:
+    """Write an output file without ever leaving a partial one or harming what the path names.
+
+    * A regular file (new or existing): written to a temporary file beside it, fsynced, then
+      renamed over it, so a reader sees the old bytes or the new ones, nothing in between.
+    * A symbolic link: the same for the file it points to (created if the link dangles); the link
+      itself stays.
+    * A device, FIFO or socket (``-o /dev/null``, a named pipe): written into directly, as gzip and
+      zstd do. Renaming over it would replace the device node with a regular file.
+    """
     path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    if is_special(path):
+        with open(path, "wb") as f:
+            f.write(data)
+        return
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:

@@ -202,3 +202,11 @@ def test_export_takes_a_checkpoint_or_an_installed_model_and_names_the_new_one(t
         r = run_cli("export", *args, "--weights-dir", tmp_path)
         assert r.returncode == 2 and says in r.stderr.decode(), r.stderr.decode()
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_help_gives_the_default_models_quality_range():
+    from anfcodec.zoo import quality_range
+    r = run_cli("--help")
+    assert r.returncode == 0
+    text = " ".join(r.stdout.decode().split())
+    assert f"({quality_range()[1]:g} for the default model" in text and "to 8 (best" not in text

@@ -98,9 +98,9 @@ def test_cmyk_converted(rgb, tmp_path):
     assert out.mode == "RGB"
 
 
-def test_atomic_write_leaves_old_file_and_no_temporary_on_failure(tmp_path, monkeypatch):
+def test_write_output_leaves_old_file_and_no_temporary_on_failure(tmp_path, monkeypatch):
     import os
-    from anfcodec.imageio import atomic_write
+    from anfcodec.imageio import write_output
     out = tmp_path / "x.png"
     out.write_bytes(b"precious")
 
@@ -108,10 +108,10 @@ def test_atomic_write_leaves_old_file_and_no_temporary_on_failure(tmp_path, monk
         raise OSError("disk full")
     monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError):
-        atomic_write(out, b"new")
+        write_output(out, b"new")
     assert out.read_bytes() == b"precious" and [p.name for p in tmp_path.iterdir()] == ["x.png"]
     monkeypatch.undo()
-    atomic_write(out, b"new")
+    write_output(out, b"new")
     assert out.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["x.png"]
 
 
