@@ -41,6 +41,8 @@ def _read_input(path: str) -> bytes:
 
 def _check_output(inp: str, out: str, force: bool) -> None:
     if out == "-":
+        if sys.stdout.isatty() and not force:
+            raise click.UsageError("refusing to write binary data to a terminal; redirect stdout or give -f")
         return
     if inp != "-" and Path(inp).resolve() == Path(out).resolve():
         raise click.UsageError("output would overwrite the input; choose another output path")
@@ -61,7 +63,7 @@ def _write_output(out: str, data: bytes) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="anfcodec")
+@click.version_option(__version__, "-V", "--version", prog_name="anfcodec")
 def main():
     """anfcodec: learned image compression with augmented normalizing flows.
 
@@ -89,8 +91,47 @@ def _check_model_and_quality(model_id: str | None, quality: float | None) -> Non
     except ModelNotFound as e:
         raise click.BadParameter(str(e), param_hint="--model") from None
     if quality is not None and quality > top:
-        raise click.BadParameter(f"{quality:g} is above the highest quality of {model_id or 'the default model'}, "
-                                 f"{top:g}", param_hint="--quality")
+        raise click.BadParameter(f"{quality:g} is above the highest quality of {model_id or 'the default model'}: "
+                                 f"qualities run from 1 to {top:g} (not a 0-100 scale); for a file size give "
+                                 "--target-bpp or --max-bytes instead", param_hint="--quality")
+
+
+def _run_options(f):
+    """The options every coding command shares: threads, verbosity."""
+    f = click.option("--quiet", is_flag=True, help="Print errors only: no progress, warnings or reports.")(f)
+    f = click.option("-v", "--verbose", is_flag=True,
+                     help="One line per file on stderr: bytes, bpp, quality, seconds.")(f)
+    f = click.option("--threads", type=click.IntRange(1), default=None, metavar="N",
+                     help="Torch intra-op threads [default: one per core; batch workers share the cores].")(f)
+    return f
+
+
+def _setup(threads: int | None, quiet: bool) -> None:
+    if quiet:
+        warnings.simplefilter("ignore")
+    if threads:
+        import torch
+        torch.set_num_threads(threads)
+
+
+def _default_output(inp: str, suffix: str) -> str:
+    """``photo.png`` -> ``photo.anf`` beside it (and back): never a file that exists."""
+    if inp == "-":
+        raise click.UsageError("reading stdin needs -o OUT ('-' for stdout)")
+    out = Path(inp).with_suffix(suffix)
+    if out.exists() or out.is_symlink():
+        raise InputError(f"{out} exists; give -o OUT (a default output name never replaces a file)")
+    return str(out)
+
+
+def _report(input: str, output: str, raw: bytes, data: bytes, seconds: float, anf: bytes,
+            psnr: float | None = None) -> None:
+    """The ``-v`` line of a single file."""
+    from .batch import Result
+    from .container import unpack
+    h = unpack(anf).header
+    click.echo(Result(input, output, True, len(raw), len(data), h.width * h.height, seconds, h.quality, psnr)
+               .describe(), err=True)
 
 
 @main.command()
@@ -125,10 +166,15 @@ def _check_model_and_quality(model_id: str | None, quality: float | None) -> Non
               help="Code as independent tiles of at most PX pixels a side (a multiple of 64); an image that fits "
                    "in one is coded whole [default: whole up to 1.57 MP, above that tiles of at most 640, "
                    "which keeps memory under 2 GB at any size].")
+@click.option("--print-psnr", is_flag=True, help="With -v: decode the file again and give its PSNR against the input.")
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUT if it exists.")
+@_run_options
 def encode(inputs, output, out_dir, jobs, quality, max_error, lossless, refine, device, model_id, max_pixels, target_bpp,
-           max_bytes, target_psnr, strip, tile, force):
+           max_bytes, target_psnr, strip, tile, print_psnr, force, threads, verbose, quiet):
     """Compress the image IN (PNG, JPEG, TIFF, ...) into an .anf file.
+
+    Without -o, photo.png is written to photo.anf beside it (never over an
+    existing file).
 
     \b
     Batch mode: several inputs or folders with --out-dir, e.g.
@@ -168,23 +214,34 @@ def encode(inputs, output, out_dir, jobs, quality, max_error, lossless, refine, 
                   refine=refine, tile=tile)
     if _batch_mode(inputs, output, out_dir):
         options = {**common, "targets": targets} if targets else {**common, "quality": quality, "max_error": max_error}
-        _run_batch("encode", inputs, out_dir, ".anf", options, jobs, force)
+        _run_batch("encode", inputs, out_dir, ".anf", {**options, "print_psnr": print_psnr and verbose}, jobs, force,
+                   threads, verbose, quiet)
         return
     input = inputs[0]
+    output = output or _default_output(input, ".anf")
     _check_output(input, output, force)
+    _setup(threads, quiet)
+    import time
+
     from . import api
     raw = _read_input(input)
+    start = time.perf_counter()
     try:
         if targets:
             data, report = api.encode_to_target(raw, **targets, **common)
-            click.echo(("reached " if report.met else "warning: target not met, closest is ") + report.describe(),
-                       err=True)
+            if not quiet:
+                click.echo(("reached " if report.met else "warning: target not met, closest is ") + report.describe(),
+                           err=True)
         else:
-            with _TileBar("encode") as bar:
+            with _TileBar("encode", quiet) as bar:
                 data = api.encode(raw, quality=quality, max_error=max_error, progress=bar, **common)
     except Exception as e:  # bad input must end in one line and exit 1, never a traceback
         _fail(e, input)
+    seconds = time.perf_counter() - start
     _write_output(output, data)
+    if verbose:
+        from .batch import coded_psnr
+        _report(input, output, raw, data, seconds, data, coded_psnr(raw, data) if print_psnr else None)
 
 
 @main.command()
@@ -207,46 +264,88 @@ def encode(inputs, output, out_dir, jobs, quality, max_error, lossless, refine, 
 @click.option("--png-compress", type=click.IntRange(0, 9), default=6, show_default=True, metavar="LEVEL",
               help="PNG zlib level, 0-9 (6: libpng's default). 1 writes a Kodak-size PNG about 3.5x faster than 6 (27 vs ~100 ms) "
                    "for a file 3-10% larger; the pixels are the same.")
+@click.option("-t", "--test", is_flag=True,
+              help="Decode and check every IN, write nothing; exit 0 if all are sound, 1 if any is not (gzip -t).")
 @click.option("-f", "--force", is_flag=True, help="Overwrite OUT if it exists.")
-def decode(inputs, output, out_dir, out_format, jobs, device, max_pixels, fast, png_compress, force):
+@_run_options
+def decode(inputs, output, out_dir, out_format, jobs, device, max_pixels, fast, png_compress, test, force,
+           threads, verbose, quiet):
     """Decompress the .anf file IN into an image.
+
+    Without -o, photo.anf is written to photo.png beside it (never over an
+    existing file).
 
     \b
     Batch mode: several inputs or folders with --out-dir, e.g.
       anfcodec decode anf/ --out-dir decoded/ --jobs 2
+    Integrity check, nothing written:
+      anfcodec decode --test anf/*.anf
     """
     from .imageio import DEFAULT_MAX_PIXELS, ImageError, format_for, image_bytes
+    options = dict(device=device, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, fast=fast)
+    if test:
+        if output is not None or out_dir is not None:
+            raise click.UsageError("--test writes nothing; drop -o/--out-dir")
+        _run_test(inputs, options, jobs, threads, verbose)
+        return
     if _batch_mode(inputs, output, out_dir):
-        options = dict(device=device, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, fast=fast,
-                       png_compress=png_compress)
-        _run_batch("decode", inputs, out_dir, "." + out_format, options, jobs, force)
+        _run_batch("decode", inputs, out_dir, "." + out_format, {**options, "png_compress": png_compress}, jobs,
+                   force, threads, verbose, quiet)
         return
     input = inputs[0]
+    output = output or _default_output(input, ".png")
     _check_output(input, output, force)
+    _setup(threads, quiet)
     try:
         fmt_name = "PNG" if output == "-" else format_for(Path(output))
     except ImageError as e:
         raise click.UsageError(str(e)) from None
+    import time
+
     from . import api
     raw = _read_input(input)
+    start = time.perf_counter()
     try:
-        with _TileBar("decode") as bar:
-            img = api.decode(raw, device=device, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, fast=fast, progress=bar)
+        with _TileBar("decode", quiet) as bar:
+            img = api.decode(raw, **options, progress=bar)
         encoded = image_bytes(img, fmt_name, png_compress)
     except Exception as e:  # hostile input must end in one line and exit 1, never a traceback
         _fail(e, input)
+    seconds = time.perf_counter() - start
     _write_output(output, encoded)
+    if verbose:
+        _report(input, output, raw, encoded, seconds, raw)
+
+
+def _run_test(inputs: tuple, options: dict, jobs: int, threads: int | None, verbose: bool) -> None:
+    """``decode --test``: each file decoded and checked (CRCs, symbol checksums, residual bounds)."""
+    from . import batch
+    files = [Path(i) for i in inputs if i != "-"] if "-" not in inputs else None
+    if files is None:
+        raise click.UsageError("--test reads files, not stdin")
+    files = batch.expand([str(f) for f in files], batch.ANF_SUFFIXES)
+    if not files:
+        raise InputError("no input files found")
+
+    def report(r):
+        if verbose or not r.ok:
+            click.echo(r.describe() if not r.ok else f"{r.source}: OK, {r.in_bytes} bytes, {r.bpp:.4f} bpp, "
+                       f"quality {r.quality:g}, {r.seconds:.2f} s", err=True)
+    results = batch.run("decode", [(f, None) for f in files], options, jobs, threads=threads, report=report,
+                        progress=False)
+    if not all(r.ok for r in results):
+        sys.exit(EXIT_BAD_INPUT)
 
 
 class _TileBar:
     """Progress over one image's tiles on stderr (a 24 MP photo takes minutes). Shown only for
     tiled images and on a terminal, so pipes and logs stay clean."""
 
-    def __init__(self, desc: str):
-        self.desc, self.bar = desc, None
+    def __init__(self, desc: str, quiet: bool = False):
+        self.desc, self.bar, self.quiet = desc, None, quiet
 
     def __call__(self, done: int, total: int) -> None:
-        if total < 2:
+        if total < 2 or self.quiet:
             return
         if self.bar is None:
             from tqdm import tqdm
@@ -268,21 +367,27 @@ def _batch_mode(inputs: tuple, output: str | None, out_dir: Path | None) -> bool
         raise click.UsageError("-o names one output; use --out-dir DIR for several inputs or a folder")
     if batch and out_dir is None:
         raise click.UsageError("several inputs or a folder need --out-dir DIR")
-    if not batch and output is None:
-        raise click.UsageError("give -o OUT (or --out-dir DIR for batch mode)")
     if batch and "-" in inputs:
         raise click.UsageError("stdin ('-') is for single files only")
     return batch
 
 
-def _run_batch(kind: str, inputs: tuple, out_dir: Path, suffix: str, options: dict, jobs: int, force: bool) -> None:
+def _run_batch(kind: str, inputs: tuple, out_dir: Path, suffix: str, options: dict, jobs: int, force: bool,
+               threads: int | None, verbose: bool, quiet: bool) -> None:
     from . import batch
     files = batch.expand(list(inputs), batch.IMAGE_SUFFIXES if kind == "encode" else batch.ANF_SUFFIXES)
     if not files:
         raise InputError("no input files found")
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = batch.run(kind, batch.plan(files, out_dir, suffix), options, jobs, force)
-    click.echo(batch.summary(kind, results), err=True)
+    if quiet:
+        warnings.simplefilter("ignore")
+    report = (lambda r: click.echo(r.describe(), err=True)) if verbose else None
+    results = batch.run(kind, batch.plan(files, out_dir, suffix), options, jobs, force, threads, report,
+                        progress=not quiet)
+    if not quiet:
+        click.echo(batch.summary(kind, results), err=True)
+    elif not all(r.ok for r in results):
+        click.echo("\n".join(f"{r.source}: FAILED: {r.error}" for r in results if not r.ok), err=True)
     if not all(r.ok for r in results):
         sys.exit(EXIT_BAD_INPUT)
 

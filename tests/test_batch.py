@@ -49,4 +49,21 @@ def test_colliding_output_names_are_failures(tmp_path):
 def test_usage_errors(folder, tmp_path):
     assert run_cli("encode", folder / "a.png", folder / "b.jpg", "-o", tmp_path / "x.anf").returncode == 2
     assert run_cli("encode", folder).returncode == 2            # a folder needs --out-dir
-    assert run_cli("encode", folder / "a.png").returncode == 2  # one file needs -o
+
+
+def test_batch_progress_only_on_a_terminal_and_verbose_lines_per_file(folder, tmp_path):
+    r = run_cli("encode", folder, "--out-dir", tmp_path / "anf", "-q", "1", "-v")
+    err = r.stderr.decode()
+    assert "file/s" not in err and "%|" not in err          # stderr is a pipe here: no bar
+    lines = [x for x in err.splitlines() if " -> " in x or "FAILED" in x]
+    assert len([x for x in lines if " bytes, " in x and " bpp, quality 1, " in x]) == 2
+    assert any(x.startswith(str(folder / "broken.png")) and "FAILED" in x for x in lines)
+    r = run_cli("decode", tmp_path / "anf", "--out-dir", tmp_path / "dec", "--quiet")
+    assert r.returncode == 0 and r.stderr == b""
+
+
+def test_a_record_per_file_never_raises(folder, tmp_path):
+    ok = batch.process("encode", folder / "a.png", tmp_path / "a.anf", {"quality": 1}, False)
+    bad = batch.process("encode", folder / "broken.png", tmp_path / "x.anf", {"quality": 1}, False)
+    assert ok.ok and ok.bytes == (tmp_path / "a.anf").stat().st_size and ok.bpp == 8 * ok.bytes / (96 * 64)
+    assert ok.seconds > 0 and not bad.ok and bad.error and not (tmp_path / "x.anf").exists()

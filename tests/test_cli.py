@@ -95,7 +95,7 @@ def test_non_image_input_to_encode(tmp_path):
 
 
 def test_usage_errors_exit_2(tmp_path):
-    assert run_cli("encode", SAMPLE).returncode == 2                      # missing -o
+    assert run_cli("encode", "-").returncode == 2                         # stdin needs -o
     assert run_cli("encode", SAMPLE, "-o", tmp_path / "a.anf", "-q", "11").returncode == 2
     assert run_cli("frobnicate").returncode == 2
 
@@ -104,10 +104,10 @@ def test_quality_range_is_the_models(tmp_path):
     from anfcodec.zoo import quality_range
     top = quality_range()[1]
     r = run_cli("encode", SAMPLE, "-o", tmp_path / "a.anf", "-q", f"{top + 0.5:g}")
-    assert r.returncode == 2 and f"highest quality of the default model, {top:g}".encode() in r.stderr
+    assert r.returncode == 2 and f"highest quality of the default model: qualities run from 1 to {top:g}".encode() in r.stderr
     assert not (tmp_path / "a.anf").exists()
     r = run_cli("encode", SAMPLE, "-o", tmp_path / "a.anf", "-q", "9", "--model", "anfic-ckbd-n64-m256")
-    assert r.returncode == 2 and b"highest quality of anfic-ckbd-n64-m256, 8" in r.stderr
+    assert r.returncode == 2 and b"highest quality of anfic-ckbd-n64-m256: qualities run from 1 to 8" in r.stderr
     for quality in (["-q", "3"], []):
         r = run_cli("encode", SAMPLE, "-o", tmp_path / "a.anf", *quality, "--model", "no-such-model")
         assert r.returncode == 2 and b"not installed" in r.stderr
@@ -210,3 +210,90 @@ def test_help_gives_the_default_models_quality_range():
     assert r.returncode == 0
     text = " ".join(r.stdout.decode().split())
     assert f"({quality_range()[1]:g} for the default model" in text and "to 8 (best" not in text
+
+
+def test_a_quality_in_percent_points_to_the_range_and_to_size_targets(tmp_path):
+    r = run_cli("encode", SAMPLE, "-o", tmp_path / "a.anf", "-q", "75")
+    assert r.returncode == 2 and b"not a 0-100 scale" in r.stderr and b"--target-bpp" in r.stderr
+
+
+def test_without_o_the_output_goes_beside_the_input_and_never_over_a_file(anf, tmp_path):
+    import shutil
+    src = tmp_path / "photo.png"
+    shutil.copy(SAMPLE, src)
+    assert run_cli("encode", src, "-q", "1").returncode == 0
+    assert (tmp_path / "photo.anf").is_file()
+    r = run_cli("decode", tmp_path / "photo.anf")      # photo.png, the original, is there
+    assert r.returncode == 1 and b"never replaces" in r.stderr
+    assert src.read_bytes() == SAMPLE.read_bytes()
+    (tmp_path / "photo.anf").rename(tmp_path / "other.anf")
+    assert run_cli("decode", tmp_path / "other.anf").returncode == 0 and (tmp_path / "other.png").is_file()
+
+
+def test_decode_test_checks_every_file_and_writes_nothing(anf, tmp_path):
+    bad = tmp_path / "bad.anf"
+    bad.write_bytes(anf.read_bytes()[:-40])
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = run_cli("decode", "--test", anf)
+    assert r.returncode == 0 and r.stderr == b""
+    r = run_cli("decode", "-t", "-v", anf, bad)
+    assert r.returncode == 1
+    lines = r.stderr.decode().splitlines()
+    assert lines[0].startswith(f"{anf}: OK") and lines[1].startswith(f"{bad}: FAILED")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert run_cli("decode", "--test", anf, "-o", tmp_path / "x.png").returncode == 2
+
+
+def test_verbose_gives_one_line_per_file_and_quiet_none(anf, tmp_path):
+    from anfcodec.container import unpack
+    out = tmp_path / "v.anf"
+    r = run_cli("encode", SAMPLE, "-o", out, "-q", "2", "-v", "--print-psnr")
+    assert r.returncode == 0
+    line, = r.stderr.decode().splitlines()
+    size = out.stat().st_size
+    h = unpack(out.read_bytes()).header
+    assert f"{size} bytes, {8 * size / (h.width * h.height):.4f} bpp, quality 2," in line
+    assert line.endswith(" dB") and "PSNR" in line
+    r = run_cli("encode", SAMPLE, "-o", tmp_path / "t.anf", "--target-bpp", "0.3", "--quiet")
+    assert r.returncode == 0 and r.stderr == b""                         # no "reached ..." report
+    r = run_cli("encode", SAMPLE, "-o", tmp_path / "t2.anf", "--target-bpp", "0.3")
+    assert b"reached" in r.stderr
+
+
+def test_version_short_flag():
+    from anfcodec import __version__
+    r = run_cli("-V")
+    assert r.returncode == 0 and __version__ in r.stdout.decode()
+
+
+def test_binary_output_to_a_terminal_is_refused_without_force(anf):
+    import os
+    import pty
+    import subprocess
+    main, tty = pty.openpty()
+    try:
+        for args, code in ((["decode", anf, "-o", "-"], 2), (["encode", SAMPLE, "-o", "-", "-q", "1"], 2),
+                           (["encode", SAMPLE, "-o", "-", "-q", "1", "-f"], 0)):
+            r = subprocess.run([sys.executable, "-m", "anfcodec.cli", *map(str, args)], stdout=tty,
+                               stderr=subprocess.PIPE, timeout=300)
+            assert r.returncode == code, r.stderr
+            if code:
+                assert b"terminal" in r.stderr
+            while code == 0 and os.read(main, 1 << 16).__len__() == 1 << 16:  # drain what -f wrote
+                pass
+    finally:
+        os.close(main)
+        os.close(tty)
+
+
+def test_threads_sets_torchs_intra_op_threads(monkeypatch, tmp_path):
+    import torch
+    from click.testing import CliRunner
+
+    from anfcodec import cli
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    r = CliRunner().invoke(cli.main, ["encode", str(SAMPLE), "-o", str(tmp_path / "a.anf"), "-q", "1",
+                                      "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    assert calls == [1]
