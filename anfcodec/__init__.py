@@ -19,4 +19,23 @@ def decode(data: bytes, **kwargs):
     return _decode(data, **kwargs)
 
 
-__all__ = ["encode", "decode", "__version__"]
+def encode_file(src, dst, force: bool = False, **options):
+    """Encode the image file ``src`` into ``dst`` (options as ``encode``) and return its record.
+
+    Never raises: a bad input, an existing ``dst`` (without ``force``) or any other failure
+    comes back as a record with ``ok`` False and a one-line ``error``, so a Dask or Ray map over
+    many files finishes. The record (``batch.Result``) has ``ok``, ``bytes`` (the file written),
+    ``bpp``, ``quality``, ``seconds`` and ``error``. The output is written atomically.
+    """
+    from .batch import process
+    return process("encode", src, dst, options, force)
+
+
+def decode_file(src, dst, force: bool = False, **options):
+    """Decode the .anf file ``src`` into the image ``dst`` (format from its extension); the
+    record as ``encode_file``'s, never an exception."""
+    from .batch import process
+    return process("decode", src, dst, options, force)
+
+
+__all__ = ["encode", "decode", "encode_file", "decode_file", "__version__"]
