@@ -16,10 +16,25 @@ import functools
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
-WEIGHTS_DIR = Path(os.environ.get("ANFCODEC_WEIGHTS", Path(__file__).resolve().parent.parent / "weights"))
 MANIFEST = "manifest.json"
+ENV = "ANFCODEC_WEIGHTS"
+
+
+def _weights_dir() -> Path:
+    """Where the weights are: ``$ANFCODEC_WEIGHTS``; else the source tree's ``weights/`` (a checkout
+    or an editable install); else the copy a wheel installs under ``<prefix>/share/anfcodec/weights``
+    (pyproject's data-files: every release, so that old files keep decoding)."""
+    if os.environ.get(ENV):
+        return Path(os.environ[ENV])
+    candidates = [Path(__file__).resolve().parent.parent / "weights",
+                  Path(sys.prefix) / "share" / "anfcodec" / "weights"]
+    return next((d for d in candidates if (d / MANIFEST).exists()), candidates[-1])
+
+
+WEIGHTS_DIR = _weights_dir()
 
 
 class ModelNotFound(LookupError):
@@ -37,7 +52,8 @@ def sha256_file(path: Path) -> str:
 def manifest(weights_dir: Path | None = None) -> dict:
     path = Path(weights_dir or WEIGHTS_DIR) / MANIFEST
     if not path.exists():
-        raise ModelNotFound(f"no weights manifest at {path}")
+        raise ModelNotFound(f"no anfcodec weights at {path.parent} (no {MANIFEST}); set {ENV} to the folder "
+                            "that holds them, or reinstall anfcodec")
     with open(path) as f:
         return json.load(f)
 
