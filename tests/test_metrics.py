@@ -1,5 +1,6 @@
 """BD-rate and PSNR helpers."""
 import numpy as np
+import pytest
 
 from anfcodec.metrics import bd_rate, psnr
 
@@ -20,3 +21,17 @@ def test_psnr():
     b = a.copy(); b[0, 0, 0] = 255
     assert abs(psnr(a, b) - 10 * np.log10(48)) < 1e-9
     assert psnr(a, a) == float("inf")
+
+
+def test_ms_ssim_orders_distortions_and_skips_small_images():
+    import numpy as np
+
+    from anfcodec.metrics import ms_ssim, ms_ssim_db
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (176, 200, 3)).astype(np.uint8)
+    mild = np.clip(a + rng.normal(0, 3, a.shape), 0, 255).astype(np.uint8)
+    strong = np.clip(a + rng.normal(0, 30, a.shape), 0, 255).astype(np.uint8)
+    assert ms_ssim(a, a) == pytest.approx(1.0)
+    assert 1 > ms_ssim(a, mild) > ms_ssim(a, strong) > 0
+    assert ms_ssim(a[:150], a[:150]) is None
+    assert ms_ssim_db(0.99) == pytest.approx(20.0)

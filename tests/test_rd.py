@@ -15,3 +15,26 @@ def test_plot_range_follows_anfcodec_curve(tmp_path, monkeypatch, top_bpp, xmax)
     rd.plot(result, tmp_path / "rd.png")
     assert (tmp_path / "rd.png").stat().st_size > 0
     assert seen["x"] == pytest.approx((0, xmax)) and seen["y"] == pytest.approx((24, 43))
+
+
+def test_bench_reports_ms_ssim_and_its_bd_rates(tmp_path, monkeypatch):
+    import json
+
+    from conftest import synthetic_image
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(2):
+        synthetic_image(192, 176, seed=10 + i).save(folder / f"im{i}.png")
+    monkeypatch.setattr(rd, "PILLOW_CODECS", {"JPEG": ("JPEG", [20, 50, 80, 95], {})})
+    monkeypatch.setattr(rd.shutil, "which", lambda _: None)  # no cjxl: JPEG is the one classical curve
+    result = rd.run(folder, tmp_path / "out", [1, 3, 6])
+    ours, jpeg = result["codecs"][rd.ANFCODEC], result["codecs"]["JPEG"]
+    assert len(ours["ms_ssim"]) == 3 and all(0 < v < 1 for v in ours["ms_ssim"] + jpeg["ms_ssim"])
+    assert ours["ms_ssim"] == sorted(ours["ms_ssim"])          # higher quality, higher MS-SSIM
+    assert isinstance(result["bd_rate_ms_ssim_vs"]["JPEG"], float)
+    row = result["per_image"][rd.ANFCODEC][0]["images"][0]
+    assert 0 < row["ms_ssim"] < 1
+    md = (tmp_path / "out" / "bench.md").read_text()
+    assert "MS-SSIM (dB)" in md and "% at equal MS-SSIM" in md
+    assert (tmp_path / "out" / "rd-msssim.png").stat().st_size > 0
+    assert json.loads((tmp_path / "out" / "bench.json").read_text())["bd_rate_ms_ssim_vs"]

@@ -1,7 +1,7 @@
 """``anfcodec bench``: RD curves of anfcodec and classical codecs on a folder of images.
 
 anfcodec is measured through the real CLI commands (in-process, Click's
-runner): bpp from the .anf file size, PSNR on the decoded 8-bit PNG. The
+runner): bpp from the .anf file size, PSNR and MS-SSIM on the decoded 8-bit PNG. The
 classical codecs run through Pillow (JPEG 4:2:0 and 4:4:4, WebP, AVIF) and
 ``cjxl``/``djxl`` when installed, with the settings of
 ``../shared/anchors/kodak_measured.json`` so the two can be cross-checked.
@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..metrics import bd_rate, psnr
+from ..metrics import bd_rate, ms_ssim, ms_ssim_db, psnr
 
 ANFCODEC = "anfcodec"
 # name -> (settings text, list of (label, encode function(img) -> bytes, decode(bytes) -> array))
@@ -105,7 +105,8 @@ def run(folder: Path, out: Path, qualities: list[float], classical: bool = True,
     if classical_from is not None:
         # Curves measured elsewhere on the same images (e.g. the shared anchors), labelled as such.
         for name, c in json.loads(Path(classical_from).read_text()).items():
-            codecs[name] = {"bpp": c["bpp"], "psnr": c["psnr"], "settings": c.get("settings")}
+            codecs[name] = {"bpp": c["bpp"], "psnr": c["psnr"], "settings": c.get("settings"),
+                            **({"ms_ssim": c["ms_ssim"]} if "ms_ssim" in c else {})}
             sources[name] = str(classical_from)
         classical = False
     if classical:
@@ -130,7 +131,8 @@ def run(folder: Path, out: Path, qualities: list[float], classical: bool = True,
                 else:
                     fmt, _, extra = PILLOW_CODECS[name]
                     size, rec, te = _pillow_point(img, fmt, setting, extra); tdec = 0.0
-                rows.append({"image": path.name, "bpp": 8 * size / pixels, "psnr": psnr(ref, rec), "enc_s": te,
+                rows.append({"image": path.name, "bpp": 8 * size / pixels, "psnr": psnr(ref, rec),
+                             "ms_ssim": ms_ssim(ref, rec), "enc_s": te,
                              "dec_s": tdec, **({"fine_share": fine} if fine is not None else {})})
                 bar.update(1)
             points.setdefault(name, []).append({"setting": setting, "images": rows})
@@ -140,6 +142,7 @@ def run(folder: Path, out: Path, qualities: list[float], classical: bool = True,
             "settings": [p["setting"] for p in plist],
             "bpp": [float(np.mean([r["bpp"] for r in p["images"]])) for p in plist],
             "psnr": [float(np.mean([r["psnr"] for r in p["images"]])) for p in plist],
+            **_ms_ssim_curve(plist),
             "enc_s": [float(np.median([r["enc_s"] for r in p["images"]])) for p in plist],
             "dec_s": [float(np.median([r["dec_s"] for r in p["images"]])) for p in plist],
         }
@@ -149,6 +152,8 @@ def run(folder: Path, out: Path, qualities: list[float], classical: bool = True,
     if ANFCODEC in codecs:
         result["bd_rate_vs"] = {name: bd_rate(c["bpp"], c["psnr"], codecs[ANFCODEC]["bpp"], codecs[ANFCODEC]["psnr"])
                                 for name, c in codecs.items() if name != ANFCODEC}
+        result["bd_rate_ms_ssim_vs"] = {name: _bd_ms_ssim(c, codecs[ANFCODEC])
+                                        for name, c in codecs.items() if name != ANFCODEC}
     if ANFCODEC in codecs:
         from ..zoo import default_model_id
         result["model"] = model_id or default_model_id()
@@ -160,7 +165,26 @@ def run(folder: Path, out: Path, qualities: list[float], classical: bool = True,
     (out / "bench.json").write_text(json.dumps(result, indent=1))
     (out / "bench.md").write_text(markdown(result))
     plot(result, out / "rd.png", anchors)
+    if ANFCODEC in codecs and "ms_ssim" in codecs[ANFCODEC]:
+        plot_ms_ssim(result, out / "rd-msssim.png")
     return result
+
+
+def _ms_ssim_curve(plist: list) -> dict:
+    """Mean MS-SSIM per point, and its dB form; nothing when an image was too small for it."""
+    values = [[r.get("ms_ssim") for r in p["images"]] for p in plist]
+    if any(v is None for vs in values for v in vs):
+        return {}
+    means = [float(np.mean(vs)) for vs in values]
+    return {"ms_ssim": means, "ms_ssim_db": [ms_ssim_db(m) for m in means]}
+
+
+def _bd_ms_ssim(anchor: dict, test: dict) -> float | None:
+    """BD-rate at equal MS-SSIM (in dB); None where either curve has no MS-SSIM."""
+    if "ms_ssim" not in anchor or "ms_ssim" not in test:
+        return None
+    db = [[ms_ssim_db(v) for v in c["ms_ssim"]] for c in (anchor, test)]
+    return bd_rate(anchor["bpp"], db[0], test["bpp"], db[1])
 
 
 def compare_runs(result: dict, others: dict[str, Path]) -> dict:
@@ -177,7 +201,8 @@ def compare_runs(result: dict, others: dict[str, Path]) -> dict:
                 return [r["bpp"] for r in rows], [r["psnr"] for r in rows]
             per_image[name] = bd_rate(*curve(other), *curve(result))
         out[label] = {"model": other.get("model"), "file": str(path), "bd_rate": bd_rate(
-            theirs["bpp"], theirs["psnr"], mine["bpp"], mine["psnr"]), "per_image": per_image,
+            theirs["bpp"], theirs["psnr"], mine["bpp"], mine["psnr"]), "bd_rate_ms_ssim": _bd_ms_ssim(theirs, mine),
+            "per_image": per_image,
             "bpp": theirs["bpp"], "psnr": theirs["psnr"]}
     return out
 
@@ -195,16 +220,24 @@ def markdown(result: dict) -> str:
     lines = [f"Images: {result['images']} from `{result['folder']}`", ""]
     a = result["codecs"].get(ANFCODEC)
     if a:
-        lines += ["| quality | bpp | PSNR (dB) | encode s | decode s |", "|---|---|---|---|---|"]
-        for s, b, p, e, d in zip(a["settings"], a["bpp"], a["psnr"], a["enc_s"], a["dec_s"]):
-            lines.append(f"| {s:g} | {b:.4f} | {p:.2f} | {e:.2f} | {d:.2f} |")
-        lines += ["", "| anfcodec BD-rate vs | % (negative = anfcodec smaller) | curve measured by |", "|---|---|---|"]
+        ms_values = a.get("ms_ssim", [None] * len(a["bpp"]))
+        lines += ["| quality | bpp | PSNR (dB) | MS-SSIM | MS-SSIM (dB) | encode s | decode s |",
+                  "|---|---|---|---|---|---|---|"]
+        for s, b, p, m, e, d in zip(a["settings"], a["bpp"], a["psnr"], ms_values, a["enc_s"], a["dec_s"]):
+            ms = "n/a | n/a" if m is None else f"{m:.4f} | {ms_ssim_db(m):.2f}"
+            lines.append(f"| {s:g} | {b:.4f} | {p:.2f} | {ms} | {e:.2f} | {d:.2f} |")
+        lines += ["", "| anfcodec BD-rate vs | % at equal PSNR (negative = anfcodec smaller) | % at equal MS-SSIM (dB) "
+                  "| curve measured by |", "|---|---|---|---|"]
+
+    def pct(v, missing="no overlap"):
+        return missing if v is None else f"{v:+.1f}"
+    ms = result.get("bd_rate_ms_ssim_vs", {})
     for name, v in result["bd_rate_vs"].items():
         src = result.get("classical_sources", {}).get(name, "this run")
-        lines.append(f"| {name} | {'no overlap' if v is None else f'{v:+.1f}'} | {src} |")
+        lines.append(f"| {name} | {pct(v)} | {pct(ms.get(name), 'not measured')} | {src} |")
     for label, c in result.get("compare", {}).items():
-        v = c["bd_rate"]
-        lines.append(f"| {label} (anfcodec, {c['model']}) | {'no overlap' if v is None else f'{v:+.1f}'} | {c['file']} |")
+        lines.append(f"| {label} (anfcodec, {c['model']}) | {pct(c['bd_rate'])} | "
+                     f"{pct(c.get('bd_rate_ms_ssim'), 'not measured')} | {c['file']} |")
     for label, c in result.get("compare", {}).items():
         lines += ["", f"Per image, BD-rate against {label}: " + ", ".join(
             f"{k.split('.')[0]} {'n/a' if v is None else f'{v:+.1f}'}" for k, v in c["per_image"].items())]
@@ -247,6 +280,30 @@ def plot(result: dict, path: Path, anchors: Path | None = None) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(f"Rate-distortion on {Path(result['folder']).name} ({result['images']} images)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_ms_ssim(result: dict, path: Path) -> None:
+    """The MS-SSIM (dB) curves of every codec that has them."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 6))
+    for name, c in result["codecs"].items():
+        if "ms_ssim" not in c:
+            continue
+        style = dict(lw=2.5, marker="o", color="black") if name == ANFCODEC else dict(lw=1, marker=".")
+        label = f"anfcodec ({result['model']})" if name == ANFCODEC and result.get("model") else name
+        ax.plot(c["bpp"], [ms_ssim_db(v) for v in c["ms_ssim"]], label=label, **style)
+    ours = result["codecs"][ANFCODEC]
+    ax.set_xlim(0, max(2.0, 1.05 * max(ours["bpp"])))
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel("MS-SSIM (dB), -10 log10(1 - MS-SSIM), RGB")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"MS-SSIM on {Path(result['folder']).name} ({result['images']} images)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
