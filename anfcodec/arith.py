@@ -19,16 +19,22 @@ rule with exact shifts, instead of m * n.
 ``fastest(key, workload)`` picks for one kind of work at its first use, on a band of that work
 itself (a synthetic convolution ranked them wrongly): every candidate runs it, must agree with
 float64 exactly, and is timed; the fastest is kept for the process.
+The choices persist in a small cache file per CPU model, torch build and ISA caps
+(``~/.cache/anfcodec``), so a one-off command does not pay the measurement again: they only
+ever decide speed, never integers. ``ANFCODEC_ARITH_CACHE=0`` turns that off, ``=DIR`` moves it.
 ``ANFCODEC_ARITH=int8|float32|float64`` forces one (tests and benchmarks). ``count_products`` lets a benchmark count the work without patching.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import json
 import math
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -183,20 +189,24 @@ class Operand:
         self._stacks: dict = {}
 
     def _stack(self, s: int, lo: int, hi: int, a_bound: float) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-        key = (s, lo, hi, a_bound)
+        key = (s, lo, hi)
         if key not in self._stacks:
             stack = torch.cat([self.planes[s - i] for i in range(lo, hi + 1)]).contiguous()
-            self._stacks[key] = stack, self._chunks(stack, a_bound)
-        return self._stacks[key]
+            total = stack.to(torch.float64, copy=True).abs_().sum(0).max().item() if stack.numel() else 0.0
+            self._stacks[key] = stack, total, {}
+        stack, total, chunks = self._stacks[key]
+        if a_bound not in chunks:  # one chunk unless the worst case could leave the exact range
+            limit = self.backend.sum_limit / max(a_bound, 1.0)
+            chunks[a_bound] = [(0, stack.shape[0])] if total < limit else self._chunks(stack, limit)
+        return stack, chunks[a_bound]
 
-    def _chunks(self, stack: torch.Tensor, a_bound: float) -> list[tuple[int, int]]:
-        """Inner-dimension ranges [c0, c1) whose worst-case sums stay exact (greedy, binary search)."""
+    @staticmethod
+    def _chunks(stack: torch.Tensor, limit: float) -> list[tuple[int, int]]:
+        """Inner-dimension ranges [c0, c1) whose worst-case sums (per column, below ``limit``) stay
+        exact (greedy, binary search)."""
         depth = stack.shape[0]
         cum = torch.cat([stack.new_zeros(1, stack.shape[1], dtype=torch.float64),
                          stack.double().abs().cumsum(0)])
-        limit = self.backend.sum_limit / max(a_bound, 1.0)
-        if cum[-1].max().item() < limit:
-            return [(0, depth)]
         chunks, c0 = [], 0
         while c0 < depth:
             lo, hi = c0 + 1, depth  # the largest c1 with max_n (cum[c1] - cum[c0]) < limit
@@ -301,6 +311,59 @@ def _time(fn, budget_s: float, runs: int = 2) -> float:
 
 _MADE: dict[tuple, Backend] = {}
 _FORCED: list[str] = []
+CACHE_ENV = "ANFCODEC_ARITH_CACHE"
+_SPEED_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR")
+
+
+def _cpu_identity() -> str:
+    """The CPU model and instruction-set flags (Linux), else what ``platform`` knows."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        pick = [next(x for x in lines if x.startswith(k)) for k in ("model name", "flags")]
+        return "\n".join(pick)
+    except (OSError, StopIteration):
+        import platform
+        return platform.processor() or platform.machine()
+
+
+@functools.lru_cache(maxsize=None)
+def cache_path() -> Path | None:
+    """The choice cache of this CPU, torch build and ISA caps (None: caching is off)."""
+    setting = os.environ.get(CACHE_ENV, "")
+    if setting == "0":
+        return None
+    ident = json.dumps([_cpu_identity(), torch.__version__, torch.backends.cpu.get_cpu_capability(),
+                        {k: os.environ.get(k) for k in _SPEED_ENV}])
+    base = Path(setting) if setting else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "anfcodec"
+    return base / f"arith-{hashlib.sha256(ident.encode()).hexdigest()[:16]}.json"
+
+
+def _cache_key(key: tuple) -> str:
+    return json.dumps([str(k) for k in key])
+
+
+def _cached() -> dict[str, str]:
+    path = cache_path()
+    try:
+        return json.loads(path.read_text()) if path else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _remember(key: tuple, be: Backend) -> None:
+    """Add a measured choice to the cache file (merged with what other processes wrote; any
+    failure to write only means the next process measures again)."""
+    path = cache_path()
+    if path is None:
+        return
+    try:
+        entries = {**_cached(), _cache_key(key): be.name}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(entries, indent=0))
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 @contextlib.contextmanager
@@ -343,6 +406,11 @@ def fastest(key: tuple, workload, device: str = "cpu", rows: int = SAMPLES[1], b
         return match[0]
     if rows < MIN_ROWS:
         return FLOAT64
+    known = _cached().get(_cache_key(key)) if device == "cpu" else None
+    match = [be for be in cands if be.name == known]
+    if match:
+        _MADE[key] = match[0]
+        return match[0]
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # TF32 would round the float32 planes
     glance, want = {}, None
@@ -359,6 +427,8 @@ def fastest(key: tuple, workload, device: str = "cpu", rows: int = SAMPLES[1], b
     band = min(rows, SAMPLES[1])
     times = {be: _time(lambda: workload(be, band), budget_s) for be in cands} if len(cands) > 1 else glance
     _MADE[key] = min(cands, key=times.get)
+    if device == "cpu":
+        _remember(key, _MADE[key])
     return _MADE[key]
 
 

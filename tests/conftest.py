@@ -12,6 +12,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 KODAK = Path(os.environ.get("ANFCODEC_DATA", ROOT.parent / "shared" / "data")) / "kodak"
 SAMPLE = ROOT / "examples" / "sample.png"
+# The backend choices persist per machine (arith.cache_path); tests, and the CLI processes they
+# start, share one cache of their own, so a choice cached by earlier runs never skips a test's measuring.
+os.environ.setdefault("ANFCODEC_ARITH_CACHE", str(Path(__import__("tempfile").mkdtemp(prefix="anfcodec-arith-"))))
 
 
 def synthetic_image(width: int, height: int, seed: int = 0) -> Image.Image:

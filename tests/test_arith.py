@@ -126,3 +126,30 @@ def test_sqrt_is_correctly_rounded_where_torch_sqrt_need_not_be(dtype):
     wrong = [i for i, v in enumerate(zip(x.tolist(), r.tolist(), below, above)) if not _correctly_rounded_sqrt(*v)]
     assert not wrong, f"{len(wrong)} of {x.numel()} square roots not correctly rounded"
     assert r.dtype == dtype
+
+
+def test_a_measured_choice_persists_for_the_next_process(monkeypatch, tmp_path):
+    monkeypatch.setenv(arith.CACHE_ENV, str(tmp_path))
+    arith.cache_path.cache_clear()
+    calls = []
+
+    def workload(be, rows):
+        calls.append(be.name)
+        return torch.ones(3)
+    try:
+        first = arith.fastest(("test-persist",), workload)
+        assert calls and arith.cache_path().parent == tmp_path and arith.cache_path().exists()
+        arith._MADE.clear()                           # as a new process would start
+        calls.clear()
+        assert arith.fastest(("test-persist",), workload) is first and not calls
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")   # other ISA caps: another file, measured again
+        arith.cache_path.cache_clear()
+        arith._MADE.clear()
+        arith.fastest(("test-persist",), workload)
+        assert calls and len(list(tmp_path.glob("arith-*.json"))) == 2
+        monkeypatch.setenv(arith.CACHE_ENV, "0")
+        arith.cache_path.cache_clear()
+        assert arith.cache_path() is None
+    finally:
+        arith.cache_path.cache_clear()
+        arith._MADE.clear()
