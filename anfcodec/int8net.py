@@ -20,11 +20,12 @@ pixels, so every step below is part of the format:
 * Between convolutions, in float32, one IEEE operation at a time (each correctly
   rounded, so the same on every machine): ``v = acc * (s * s_o) + bias``. Then
   GDN/IGDN or LeakyReLU, then requantization for the next convolution. GDN's
-  ``x^2`` is ``clamp(round(v^2 / s_sq), 0, 65535)``, split into two 8-bit halves;
-  gamma is 7-bit per output channel, so each half's 1x1 product is an integer
-  below 2^24 (exact in float32 in any order). Then
-  ``norm = sqrt((hi @ G * 256 + lo @ G) * (s_sq * s_g) + beta)``, the correctly rounded
-  square root (``arith.sqrt_``).
+  ``x^2`` is ``clamp(round(v^2 / s_sq), 0, 65535)`` and gamma is 7-bit per output channel;
+  their 1x1 product ``x^2 @ G`` is an exact integer (float64 holds it in any order), rounded
+  once to float32. Then ``norm = sqrt(that * (s_sq * s_g) + beta)``, the correctly rounded
+  square root (``arith.sqrt_``). (Until session 16 the product ran as two float32 products
+  of 8-bit halves, ``hi @ G * 256 + lo @ G``: the same exact sum, rounded once, so the same
+  value.)
 * A network's last convolution writes float64 on the 2^-14 grid,
   ``round(acc * (s * s_o * 2^14) + bias * 2^14)``, which is what ``exact`` networks
   exchange. The flow's sums and the post-filter's strength stay as in ``ANFIC.synthesize_exact``.
@@ -47,7 +48,7 @@ from .lowering import LeakyReLU as LeakyOp
 
 WIDE_LIMIT = 32639   # two balanced int8 digits reach 127 + 127 * 256
 NARROW_LIMIT = 127
-SQ_LIMIT = 65535     # GDN's x^2: two 8-bit halves
+SQ_LIMIT = 65535     # GDN's x^2: 16 bits
 _CONV = (nn.Conv2d, nn.ConvTranspose2d)
 
 
@@ -97,11 +98,8 @@ class Int8Conv:
         self.bias64 = bias * 2.0**SYNTH_ACT_BITS
         self.gdn = post if isinstance(post, GDNOp) else None
         if self.gdn is not None:
-            c = post.beta.numel()
-            if c * 255 * 127 >= 2**24:
-                raise ValueError("GDN too wide for exact float32 products")
             s_g = post.gamma.amax(dim=1).clamp_min(2.0**-60) / 127
-            self.gamma = torch.round(post.gamma / s_g[:, None]).T.float().contiguous()   # [C_in, C_out], 0..127
+            self.gamma = torch.round(post.gamma / s_g[:, None]).T.contiguous()   # [C_in, C_out], 0..127, float64
             s_sq = max(float(post_amax), 2.0**-60) ** 2 / SQ_LIMIT
             self.inv_s_sq = float(torch.tensor(1.0 / s_sq).float())
             self.norm_scale = (s_sq * s_g).float()
@@ -135,11 +133,9 @@ class Int8Conv:
         """GDN / IGDN / LeakyReLU on real float32 values [..., C], one IEEE operation at a time."""
         if self.gdn is not None:
             flat = v.reshape(-1, v.shape[-1])
-            sq = (flat * flat).mul_(self.inv_s_sq).round_().clamp_(0, SQ_LIMIT)
-            hi = torch.floor(sq * (1.0 / 256))
-            lo = sq.sub_(hi * 256)
-            norm = arith.sqrt_((hi @ self.gamma).mul_(256.0).add_(lo @ self.gamma).mul_(self.norm_scale).add_(self.beta))
-            arith.note("float32", flat.shape[0] * self.gamma.numel(), 2 * flat.shape[0] * self.gamma.numel())
+            sq = (flat * flat).mul_(self.inv_s_sq).round_().clamp_(0, SQ_LIMIT).double()
+            norm = arith.sqrt_((sq @ self.gamma).float().mul_(self.norm_scale).add_(self.beta))
+            arith.note("float64", flat.shape[0] * self.gamma.numel(), flat.shape[0] * self.gamma.numel())
             return (flat.mul_(norm) if self.gdn.inverse else flat.div_(norm)).view(v.shape)
         if self.slope is not None:
             return F.leaky_relu(v, self.slope)
