@@ -184,3 +184,15 @@ def test_split_chunk_parses_as_docs_format_says(ms_model, sample_image):
     decoded = constriction.stream.queue.RangeDecoder(words).decode(model, split.numel()).reshape(split.shape)
     assert region == 32 and np.array_equal(decoded, split.numpy())
     assert map_crc == zlib.crc32(decoded.astype(np.uint8).tobytes())
+
+
+def test_the_auxiliary_coarse_term_sends_no_gradient_to_the_gains_or_the_post_filter(ms_model):
+    model = MSANFIC(ms_model.config)
+    model.load_state_dict(ms_model.state_dict())
+    model.train()
+    x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    out = model(x, torch.tensor([2.0, 6.0]))
+    out["aux_loss"].sum().backward()
+    for name, p in (("log_gain", model.log_gain), ("post-filter strength", model.post_filter.strength)):
+        assert p.grad is None or not p.grad.any(), name
+    assert any(p.grad is not None and p.grad.any() for p in model.h_s_c.parameters())  # the term does train

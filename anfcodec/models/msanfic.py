@@ -236,7 +236,9 @@ class MSANFIC(ANFIC):
         rec_d = self.split_up(ycd + (torch.round(ycd) - ycd).detach())
         aux_bits = (self._bits(ycd, mu_cd, self._sigma(log_sigma_cd)).flatten(1).sum(1)
                     - torch.log2(hcd_lik).flatten(1).sum(1))
-        aux_err = (((rec_d - yd) / gain) ** 2).flatten(1).sum(1)
+        # The gains are detached too: with a detached numerator, (.../gain)^2 would send every gain
+        # only a push towards finer steps, strongest where the coarse projection drops detail.
+        aux_err = (((rec_d - yd) / gain.detach()) ** 2).flatten(1).sum(1)
         pixels = x.shape[-2] * x.shape[-1]
         aux = self.config.aux_weight * (aux_bits + lmbda * 255.0**2 / 3 * aux_err) / pixels
         one = torch.ones_like
