@@ -255,15 +255,36 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(result: dict, path: Path, anchors: Path | None = None) -> None:
+def _figure(result: dict, metric):
+    """A figure with every codec's curve of ``metric(codec) -> values`` (None: the codec lacks it)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 6))
     for name, c in result["codecs"].items():
+        if metric(c) is None:
+            continue
         style = dict(lw=2.5, marker="o", color="black") if name == ANFCODEC else dict(lw=1, marker=".")
         label = f"anfcodec ({result['model']})" if name == ANFCODEC and result.get("model") else name
-        ax.plot(c["bpp"], c["psnr"], label=label, **style)
+        ax.plot(c["bpp"], metric(c), label=label, **style)
+    # The classical curves run far past 2 bpp; show them up to where anfcodec's own curve ends.
+    ours = result["codecs"].get(ANFCODEC, {"bpp": [0.0], "psnr": [0.0]})
+    ax.set_xlim(0, max(2.0, 1.05 * max(ours["bpp"])))
+    ax.set_xlabel("bits per pixel")
+    return plt, fig, ax
+
+
+def _save(plt, fig, ax, path: Path, title: str) -> None:
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot(result: dict, path: Path, anchors: Path | None = None) -> None:
+    plt, fig, ax = _figure(result, lambda c: c["psnr"])
     for label, c in result.get("compare", {}).items():
         ax.plot(c["bpp"], c["psnr"], lw=2, marker="s", ls="--", label=f"{label} ({c['model'] or 'anfcodec'})")
     if anchors and Path(anchors).with_name("kodak_compressai_published.json").exists():
@@ -271,39 +292,14 @@ def plot(result: dict, path: Path, anchors: Path | None = None) -> None:
         if "mbt2018-mean" in pub:
             ax.plot(pub["mbt2018-mean"]["bpp"], pub["mbt2018-mean"]["psnr"], "--", color="gray",
                     label="mbt2018-mean (CompressAI, published, GPU-trained)")
-    ax.set_xlabel("bits per pixel")
     ax.set_ylabel("PSNR-RGB (dB)")
-    # The classical curves run far past 2 bpp; show them up to where anfcodec's own curve ends.
     ours = result["codecs"].get(ANFCODEC, {"bpp": [0.0], "psnr": [0.0]})
-    ax.set_xlim(0, max(2.0, 1.05 * max(ours["bpp"])))
     ax.set_ylim(24, max(42.0, math.ceil(max(ours["psnr"])) + 1))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title(f"Rate-distortion on {Path(result['folder']).name} ({result['images']} images)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, ax, path, f"Rate-distortion on {Path(result['folder']).name} ({result['images']} images)")
 
 
 def plot_ms_ssim(result: dict, path: Path) -> None:
     """The MS-SSIM (dB) curves of every codec that has them."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 6))
-    for name, c in result["codecs"].items():
-        if "ms_ssim" not in c:
-            continue
-        style = dict(lw=2.5, marker="o", color="black") if name == ANFCODEC else dict(lw=1, marker=".")
-        label = f"anfcodec ({result['model']})" if name == ANFCODEC and result.get("model") else name
-        ax.plot(c["bpp"], [ms_ssim_db(v) for v in c["ms_ssim"]], label=label, **style)
-    ours = result["codecs"][ANFCODEC]
-    ax.set_xlim(0, max(2.0, 1.05 * max(ours["bpp"])))
-    ax.set_xlabel("bits per pixel")
+    plt, fig, ax = _figure(result, lambda c: [ms_ssim_db(v) for v in c["ms_ssim"]] if "ms_ssim" in c else None)
     ax.set_ylabel("MS-SSIM (dB), -10 log10(1 - MS-SSIM), RGB")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title(f"MS-SSIM on {Path(result['folder']).name} ({result['images']} images)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(plt, fig, ax, path, f"MS-SSIM on {Path(result['folder']).name} ({result['images']} images)")
