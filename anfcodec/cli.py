@@ -320,10 +320,9 @@ def decode(inputs, output, out_dir, out_format, jobs, device, max_pixels, fast, 
 def _run_test(inputs: tuple, options: dict, jobs: int, threads: int | None, verbose: bool) -> None:
     """``decode --test``: each file decoded and checked (CRCs, symbol checksums, residual bounds)."""
     from . import batch
-    files = [Path(i) for i in inputs if i != "-"] if "-" not in inputs else None
-    if files is None:
+    if "-" in inputs:
         raise click.UsageError("--test reads files, not stdin")
-    files = batch.expand([str(f) for f in files], batch.ANF_SUFFIXES)
+    files = batch.expand(list(inputs), batch.ANF_SUFFIXES)
     if not files:
         raise InputError("no input files found")
 
