@@ -76,11 +76,15 @@ def test_strips_with_pixel_shuffle_equal_one_call(monkeypatch):
 
 @pytest.mark.parametrize("one_row", [True, False])
 @pytest.mark.parametrize("shuffle", [1, 2])
-def test_narrow_layers_equal_one_convolution(monkeypatch, one_row, shuffle):
+@pytest.mark.parametrize("a_max,w_max", [(2**20, 2**16), (127, 127), (1024, 1000)])
+def test_narrow_layers_equal_one_convolution(monkeypatch, one_row, shuffle, a_max, w_max):
     # Few output channels take the tap-product form; it must equal conv2d exactly, in strips or whole.
+    # 127 x 127: float32 taps (every partial sum below 2^24); 1024 x 1000 crosses 2^24 at the worst
+    # case and must take float64, 2^20 x 2^16 too.
     g = torch.Generator().manual_seed(shuffle)
-    a = torch.randint(-2**20, 2**20, (2, 16, 13, 11), generator=g).double()
-    w = torch.randint(-2**16, 2**16, (4, 16, 3, 3), generator=g).double()
+    a = torch.randint(-a_max, a_max + 1, (2, 16, 13, 11), generator=g).double()
+    w = torch.randint(-w_max, w_max + 1, (4, 16, 3, 3), generator=g).double()
+    a[0, :, 0, 0], w[0] = a_max, w_max   # the worst case is reached
     b = torch.randint(-99, 99, (4,), generator=g).double()
     assert Product(w, b, 1, "test").narrow
     whole = F.conv2d(F.pad(a, (1, 1, 1, 1)), w, b)
