@@ -36,19 +36,19 @@ class Result:
     quality: float | None = None
     psnr: float | None = None  # encode with print_psnr: the decoded image against the input
     error: str = ""
+    anf_bytes: int = 0      # the .anf side: the output of an encode, the input of a decode
 
     @property
     def bpp(self) -> float | None:
-        """Bits per pixel of the .anf side (the output of an encode, the input of a decode)."""
-        anf = self.bytes if self.output.endswith(".anf") else self.in_bytes
-        return 8 * anf / self.pixels if self.ok and self.pixels else None
+        """Bits per pixel of the .anf file."""
+        return 8 * self.anf_bytes / self.pixels if self.ok and self.pixels else None
 
     def describe(self) -> str:
-        """The one-line report of ``-v``."""
+        """The one-line report of ``-v`` (and of ``decode --test``, which has no output)."""
         if not self.ok:
             return f"{self.source}: FAILED: {self.error}"
-        line = (f"{self.source} -> {self.output}: {self.bytes} bytes, {self.bpp:.4f} bpp, "
-                f"quality {self.quality:g}, {self.seconds:.2f} s")
+        what = f"{self.source} -> {self.output}: {self.bytes} bytes" if self.output else f"{self.source}: OK"
+        line = f"{what}, {self.bpp:.4f} bpp, quality {self.quality:g}, {self.seconds:.2f} s"
         return line + (f", PSNR {self.psnr:.2f} dB" if self.psnr is not None else "")
 
 
@@ -83,7 +83,8 @@ def _encode_one(src: Path, dst: Path, options: dict, force: bool) -> Result:
     psnr = None
     if print_psnr:
         psnr = coded_psnr(raw, data)
-    return Result(str(src), str(dst), True, len(raw), len(data), h.width * h.height, quality=h.quality, psnr=psnr)
+    return Result(str(src), str(dst), True, len(raw), len(data), h.width * h.height, quality=h.quality, psnr=psnr,
+                  anf_bytes=len(data))
 
 
 def coded_psnr(image, data: bytes) -> float:
@@ -106,11 +107,12 @@ def _decode_one(src: Path, dst: Path | None, options: dict, force: bool) -> Resu
     img = api.decode(raw, **options)
     h = unpack(raw).header
     if dst is None:
-        return Result(str(src), "", True, len(raw), 0, img.width * img.height, quality=h.quality)
+        return Result(str(src), "", True, len(raw), 0, img.width * img.height, quality=h.quality, anf_bytes=len(raw))
     data = image_bytes(img, format_for(dst), png_compress)
     _check_free(dst, force)
     write_output(dst, data)
-    return Result(str(src), str(dst), True, len(raw), len(data), img.width * img.height, quality=h.quality)
+    return Result(str(src), str(dst), True, len(raw), len(data), img.width * img.height, quality=h.quality,
+                  anf_bytes=len(raw))
 
 
 def _check_free(dst: Path, force: bool) -> None:

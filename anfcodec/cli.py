@@ -130,8 +130,8 @@ def _report(input: str, output: str, raw: bytes, data: bytes, seconds: float, an
     from .batch import Result
     from .container import unpack
     h = unpack(anf).header
-    click.echo(Result(input, output, True, len(raw), len(data), h.width * h.height, seconds, h.quality, psnr)
-               .describe(), err=True)
+    click.echo(Result(input, output, True, len(raw), len(data), h.width * h.height, seconds, h.quality, psnr,
+                      anf_bytes=len(anf)).describe(), err=True)
 
 
 @main.command()
@@ -328,8 +328,7 @@ def _run_test(inputs: tuple, options: dict, jobs: int, threads: int | None, verb
 
     def report(r):
         if verbose or not r.ok:
-            click.echo(r.describe() if not r.ok else f"{r.source}: OK, {r.in_bytes} bytes, {r.bpp:.4f} bpp, "
-                       f"quality {r.quality:g}, {r.seconds:.2f} s", err=True)
+            click.echo(r.describe(), err=True)
     results = batch.run("decode", [(f, None) for f in files], options, jobs, threads=threads, report=report,
                         progress=False)
     if not all(r.ok for r in results):

@@ -67,3 +67,10 @@ def test_a_record_per_file_never_raises(folder, tmp_path):
     bad = batch.process("encode", folder / "broken.png", tmp_path / "x.anf", {"quality": 1}, False)
     assert ok.ok and ok.bytes == (tmp_path / "a.anf").stat().st_size and ok.bpp == 8 * ok.bytes / (96 * 64)
     assert ok.seconds > 0 and not bad.ok and bad.error and not (tmp_path / "x.anf").exists()
+
+
+def test_bpp_is_the_anf_files_whatever_the_output_is_named(folder, tmp_path):
+    r = batch.process("encode", folder / "a.png", tmp_path / "a.bin", {"quality": 1}, False)
+    assert r.ok and r.bpp == 8 * (tmp_path / "a.bin").stat().st_size / (96 * 64)
+    d = batch.process("decode", tmp_path / "a.bin", tmp_path / "a.png", {}, False)
+    assert d.ok and d.bpp == r.bpp
