@@ -11,6 +11,11 @@ symbol or a pixel, only the speed, and that differs between CPUs by more than 10
   dimension into chunks whose worst case stays below that; the chunks are added in float64.
   float32 GEMM is the fastest product most CPUs and every GPU have (TF32 is switched off).
 * ``float64``: the integers themselves, exact below 2^53 (the callers check ``fan * max|a|``).
+* ``conv32``: not a matrix product but a whole convolution: the same 8-bit digit planes through
+  PyTorch's float32 convolution (oneDNN's direct kernels on the CPU), with no unfold at all. Exact
+  for the same reason as ``float32``, so ``lowering`` offers it only for layers whose every plane
+  product stays below 2^24 without chunking (the int8 synthesis: every layer), and only on the
+  CPU (cuDNN may pick FFT or Winograd algorithms, which do not sum the products themselves).
 
 Digit planes that share a shift i + j are one product of [A_lo .. A_hi] (concatenated along the
 inner dimension) with [B_(s-lo) .. B_(s-hi)] (stacked): m + n - 1 results, combined by Horner's
@@ -167,6 +172,7 @@ INT8_7 = Backend("int8", 7, torch.int8, 2.0**31 - 1)   # where int8 pairs are su
 INT8_8 = Backend("int8", 8, torch.int8, 2.0**31 - 1)
 FLOAT32 = Backend("float32", 8, torch.float32, 2.0**24)
 FLOAT64 = Backend("float64", 0, torch.float64, 2.0**53)
+CONV32 = Backend("conv32", 8, torch.float32, 2.0**24)  # lowering.Product runs it (see the module docstring)
 
 
 class Operand:
@@ -292,6 +298,11 @@ def candidates(device: str = "cpu") -> list[Backend]:
     return ([int8] if int8 else []) + [FLOAT32, FLOAT64]
 
 
+def backends(device: str = "cpu") -> list[Backend]:
+    """Every exact backend this device has: the matrix products and, on the CPU, ``conv32``."""
+    return candidates(device) + ([CONV32] if device == "cpu" else [])
+
+
 def magnitude_class(max_abs: float) -> int:
     """The classes of operand magnitude a choice is made for: the 8-bit digits needed (the int8
     synthesis: 1, its wide inputs: 2, the entropy parameters and the fine synthesis: 2-4)."""
@@ -380,7 +391,8 @@ SAMPLES = (64, 4096)  # output rows of the two timing stages: a glance, then a r
 MIN_ROWS = 1024       # work smaller than this does not decide (float64 meanwhile)
 
 
-def fastest(key: tuple, workload, device: str = "cpu", rows: int = SAMPLES[1], budget_s: float = 0.015) -> Backend:
+def fastest(key: tuple, workload, device: str = "cpu", rows: int = SAMPLES[1], budget_s: float = 0.015,
+            cands: list[Backend] | None = None) -> Backend:
     """The fastest backend for ``workload(backend, rows) -> tensor``: that many output rows (of the
     product's M) of the caller's own work, of which it has ``rows``; measured once per process per
     ``key`` and thread count. Work of fewer than ``MIN_ROWS`` rows (a thumbnail, a warm-up) runs
@@ -391,17 +403,21 @@ def fastest(key: tuple, workload, device: str = "cpu", rows: int = SAMPLES[1], b
     is a broken kernel and is dropped. Candidates more than 8 times slower than the best there are
     not timed further (the int8 units of an AVX2-only CPU ran at 0.48 GMAC/s: timing them on a
     full band would cost seconds). The rest are timed on 4096 rows, best of a few runs.
-    ``ANFCODEC_ARITH`` (or ``force``) names the backend instead."""
+    ``cands`` are the backends that can run this work (default: the matrix products, ``candidates``).
+    ``ANFCODEC_ARITH`` (or ``force``) names the backend instead; work the forced backend cannot run
+    (a shallow layer for the matrix backends, one too wide for ``conv32``) runs in float64."""
     forced = _FORCED[-1] if _FORCED else os.environ.get(ENV)
     key = (*key, device, torch.get_num_threads(), forced)
     if key in _MADE:
         return _MADE[key]
-    cands = candidates(device)
+    cands = list(candidates(device) if cands is None else cands)
     if forced:
         match = [be for be in cands if be.name == forced]
+        if not match and forced in {be.name for be in backends(device)}:
+            match = [FLOAT64]
         if not match:
             raise RuntimeError(f"{ENV}={forced}: not an exact backend on {device} "
-                               f"(have: {', '.join(be.name for be in cands)})")
+                               f"(have: {', '.join(be.name for be in backends(device))})")
         _MADE[key] = match[0]
         return match[0]
     if rows < MIN_ROWS:

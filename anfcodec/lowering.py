@@ -9,8 +9,9 @@ activations from layer to layer). They differ in how weights and activations bec
 and in what happens between products; the convolution itself is one loop, here:
 
 * ``Product``: the exact integer products of one convolution, in the ``arith`` backend measured
-  fastest for its operand magnitudes (shallow products keep float64 convolutions, and layers
-  with few output channels the per-tap form);
+  fastest for its operand magnitudes: digit-plane matrix products of an unfolded input, float64
+  convolutions (shallow layers), the per-tap form (layers with few output channels), or float32
+  convolutions of digit planes where their sums stay exact (``conv32``);
 * ``conv_strips``: output rows in strips, each from the matching zero-padded input rows, its
   products followed, while the strip is in cache, by the caller's per-column step (requantize,
   scale), the pixel shuffle and the caller's per-pixel step (GDN, LeakyReLU, requantize).
@@ -41,6 +42,9 @@ DIGIT_STRIP_BYTES = 8 << 20
 # layers with K = 576..6400 ran 1.2-2.6 times faster as int8 digits than in float64, the
 # post-filter's (K = 27, 144) not at all.
 MIN_DIGIT_DEPTH = 256
+# Bytes of one strip's float64 results in the float32 convolution form (conv32). It reads k - 1
+# rows above and below its strip again, so its strips are taller than the unfolding forms'.
+CONV_STRIP_BYTES = 8 << 20
 
 
 # -- operations ----------------------------------------------------------------------------------
@@ -189,6 +193,15 @@ class Product:
         self.narrow = stride == 1 and 4 * c_out <= c_in
         self._operands: dict = {}
         self._taps: dict = {}
+        # conv32: the weights' 8-bit digit planes; each plane product is exact in float32 while an
+        # input digit's bound times the plane's largest column sum of |w| stays below 2^24.
+        self.w_digits = arith.digits_for(self.w_max, 8)
+        planes = arith.split_digits(arith.to_int(w, self.w_max), self.w_digits, 8, torch.float64) if w.numel() \
+            else w.new_zeros(1, *w.shape)
+        self.plane_fan = planes.abs().sum(dim=(2, 3, 4)).max().item() if w.numel() else 0.0
+        radix = 2.0 ** (8 * torch.arange(self.w_digits, dtype=torch.float64))
+        self.digit_gain = (planes.abs().sum(dim=(2, 3, 4)) * radix[:, None]).sum(0).max().item() if w.numel() else 0.0
+        self._conv_planes = planes.reshape(-1, c_in, k, k)  # [w_digits * C_out, C_in, k, k]
 
     def to(self, device: torch.device) -> "Product":
         if self.w.device != device:
@@ -196,6 +209,14 @@ class Product:
             self.b = None if self.b is None else self.b.to(device)
             self._taps = {}
         return self
+
+    def conv32_exact(self, max_abs: float, device: torch.device) -> bool:
+        """Whether float32 convolutions of 8-bit digit planes compute this layer exactly for inputs
+        up to ``max_abs``: every plane product below 2^24, their combination below 2^53 (CPU only)."""
+        be = arith.CONV32
+        return device.type == "cpu" and self.w.numel() > 0 \
+            and be.digit_bound(max_abs) * self.plane_fan < be.sum_limit \
+            and arith.digit_weight(max_abs) * self.digit_gain + self.bias_max < 2.0**53
 
     def fan(self) -> float:
         """Largest sum of |weight| feeding one output: the worst-case gain of the layer."""
@@ -205,9 +226,15 @@ class Product:
         """How this layer multiplies the NHWC input ``x`` (|x| <= max_abs): the measured choice for
         its magnitude class, timed on a band of this layer's own output rows in the strips
         ``conv_strips`` would cut (a synthetic convolution, and a sample in one piece, both ranked
-        the backends wrongly); float64 for shallow and narrow layers."""
+        the backends wrongly). Shallow and narrow layers choose only between float64 (their own
+        forms) and conv32; every layer offers conv32 only where it is exact."""
+        conv32 = self.conv32_exact(max_abs, x.device)
         if self.shallow or self.narrow:
-            return arith.FLOAT64
+            if not conv32:
+                return arith.FLOAT64
+            cands = [arith.FLOAT64, arith.CONV32]
+        else:
+            cands = arith.candidates(x.device.type) + ([arith.CONV32] if conv32 else [])
         h_out, w_out = out_size(x, self.k, self.stride, pad)
 
         def sample(be: arith.Backend, outputs: int) -> torch.Tensor:
@@ -216,12 +243,17 @@ class Product:
             return torch.cat([self(padded_rows(x, r0, min(r0 + step, n), self.k, self.stride, pad), max_abs, be)
                               for r0 in range(0, n, step)], dim=1)
         classes = (arith.magnitude_class(max_abs), arith.magnitude_class(self.w_max))
-        return arith.fastest((self.kind, *classes), sample, x.device.type, x.shape[0] * h_out * w_out)
+        form = ("shallow" if self.shallow else "narrow" if self.narrow else "deep") + ("+conv32" if conv32 else "")
+        return arith.fastest((self.kind, *classes, form), sample, x.device.type, x.shape[0] * h_out * w_out,
+                             cands=cands)
 
     def strip_rows(self, be: arith.Backend, w_out: int, max_abs: float) -> int:
         """Output rows per strip: the unfold (digit planes of the backend's type, or float64) plus
         the float64 results within the strip budget."""
         w_out = max(w_out, 1)
+        if be is arith.CONV32:
+            planes = be.digit_count(max_abs) * self.w_digits
+            return max(2 * self.k, CONV_STRIP_BYTES // (w_out * 8 * self.c_out * planes))
         if be is not arith.FLOAT64:
             planes = be.digit_count(max_abs) * be.dtype.itemsize
             return max(1, DIGIT_STRIP_BYTES // (w_out * (planes * self.k * self.k * self.c_in + 16 * self.c_out)))
@@ -234,7 +266,16 @@ class Product:
             if self.narrow:
                 return self._narrow(x, max_abs)
             x = x.double()
+            if self.k == self.stride == 1:  # pointwise (GDN's gamma): one matrix product, no unfold
+                key = (arith.FLOAT64, x.device)
+                if key not in self._operands:
+                    self._operands[key] = self.w.reshape(self.c_out, self.c_in).T.to(x.device).contiguous()
+                out = x.reshape(-1, self.c_in) @ self._operands[key]
+                out = out if self.b is None else out.add_(self.b)
+                return out.view(*x.shape[:3], self.c_out)
             return F.conv2d(x.permute(0, 3, 1, 2), self.w, self.b, stride=self.stride).permute(0, 2, 3, 1)
+        if be is arith.CONV32:
+            return self._conv32(x, max_abs)
         b = x.shape[0]
         h_out, w_out = out_size(x, self.k, self.stride)
         key = (be, x.device)
@@ -244,6 +285,33 @@ class Product:
         acc = self._operands[key].rmatmul(im2col(be.digits(x, max_abs), self.k, self.stride), max_abs, self.bias_max)
         acc = acc if self.b is None else acc.add_(self.b)
         return acc.view(b, h_out, w_out, self.c_out)
+
+    def _conv32(self, x: torch.Tensor, max_abs: float) -> torch.Tensor:
+        """Every (input digit, weight digit) plane product in one float32 convolution (input planes
+        along the batch, weight planes along the outputs; NHWC is channels-last for oneDNN), then
+        combined with exact power-of-two weights in float64."""
+        be = arith.CONV32
+        d = be.digits(x, max_abs)                       # [n, B, H, W, C_in] float32
+        n, b = d.shape[:2]
+        key = (be, x.device)
+        if key not in self._operands:
+            self._operands[key] = self._conv_planes.to(x.device, torch.float32).contiguous(
+                memory_format=torch.channels_last)
+        p = F.conv2d(d.view(n * b, *d.shape[2:]).permute(0, 3, 1, 2), self._operands[key], stride=self.stride)
+        p = p.permute(0, 2, 3, 1)                       # [n * B, H_out, W_out, w_digits * C_out]
+        h_out, w_out = p.shape[1:3]
+        if arith._COUNTERS:
+            macs = b * h_out * w_out * self.c_out * self.c_in * self.k**2
+            arith.note(be.name, macs, macs * n * self.w_digits)
+        if n == self.w_digits == 1:
+            acc = p.double().contiguous()
+        else:
+            p = p.reshape(n, b, h_out, w_out, self.w_digits, self.c_out)
+            acc = torch.zeros(b, h_out, w_out, self.c_out, dtype=torch.float64, device=x.device)
+            for i in range(n):
+                for j in range(self.w_digits):
+                    acc.add_(p[i, :, :, :, j].double(), alpha=2.0 ** (8 * (i + j)))
+        return acc if self.b is None else acc.add_(self.b)
 
     def _narrow(self, x: torch.Tensor, max_abs: float) -> torch.Tensor:
         """One matrix product gives every tap's contribution (C_out * k^2 values per pixel) and

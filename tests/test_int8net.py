@@ -57,7 +57,7 @@ def test_every_arithmetic_backend_gives_the_same_pixels(int8_model):
     sym, _ = _latent_grid(int8_model, Image.open(SAMPLE).convert("RGB"))
     outs = {}
     with torch.inference_mode():
-        for be in arith.candidates():
+        for be in arith.backends():
             with arith.force(be.name):
                 outs[be.name] = int8_model.decompress(sym, 4)
     assert all(torch.equal(o, outs["float64"]) for o in outs.values()), list(outs)

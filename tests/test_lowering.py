@@ -94,7 +94,7 @@ def test_narrow_layers_equal_one_convolution(monkeypatch, one_row, shuffle, a_ma
     assert torch.equal(_strips(a, w, b, 1, (1, 1), shuffle=shuffle), whole)
 
 
-@pytest.mark.parametrize("backend", [be.name for be in arith.candidates()])
+@pytest.mark.parametrize("backend", [be.name for be in arith.backends()])
 @pytest.mark.parametrize("stride,shuffle,strip_bytes", [(1, 1, 1), (2, 1, 64 << 20), (1, 2, 1 << 16)])
 def test_deep_convolutions_in_every_backend_equal_float64(monkeypatch, stride, shuffle, strip_bytes, backend):
     # C_in * k^2 = 288 takes the backend's products; values span 2-3 digits, as the synthesis' do.
@@ -118,7 +118,7 @@ def test_integer_inputs_of_any_dtype_give_the_same_products():
     w = torch.randint(-127, 128, (16, 40, 3, 3), generator=g).double()
     product = Product(w, None, 1, "test")
     want = product(x.double(), 127, arith.FLOAT64)
-    for be in arith.candidates():
+    for be in arith.backends():
         for dtype in (torch.int8, torch.int32, torch.float64):
             assert torch.equal(product(x.to(dtype), 127, be), want), (be.name, dtype)
 
@@ -128,3 +128,22 @@ def test_conv_op_keeps_the_layer_bias_per_phase():
     (op,) = lower(layer)
     assert isinstance(op, Conv)
     assert torch.equal(op.bias, layer.bias.detach().double().repeat_interleave(4))
+
+
+def test_conv32_runs_only_where_every_plane_sum_stays_below_2_to_24():
+    # 8-bit inputs at the extremes against full-scale weights: every output sums 800 products of
+    # 127 * 128 (13.0 M < 2^24), which float32 holds exactly; twice the inputs would not fit.
+    c_in, k = 32, 5
+    w = torch.full((4, c_in, k, k), -127.0, dtype=torch.float64)
+    w[0] = 127.0
+    product = Product(w, None, 1, "test")
+    assert product.plane_fan == 127 * c_in * k * k and product.conv32_exact(128, torch.device("cpu"))
+    x = torch.full((1, 9, 9, c_in), -128, dtype=torch.int32)
+    x[:, :, 7:] = 127
+    want = product(x, 128, arith.FLOAT64)
+    assert want.abs().max().item() > 2**23
+    assert torch.equal(product(x, 128, arith.CONV32), want)
+    wide = Product(torch.full((2, 2 * c_in, k, k), 127.0, dtype=torch.float64), None, 1, "test")
+    assert wide.plane_fan * 128 >= 2**24 and not wide.conv32_exact(128, torch.device("cpu"))
+    with arith.force("conv32"):  # work conv32 cannot run exactly falls back to float64
+        assert wide.backend(x.repeat(1, 1, 1, 2), 128) is arith.FLOAT64

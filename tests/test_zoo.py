@@ -43,7 +43,7 @@ def test_files_of_a_replaced_release_still_decode(tmp_path, monkeypatch, small_i
 KEPT_FILES = sorted((zoo.Path(__file__).parent / "data").glob("*.anf"))
 
 
-@pytest.mark.parametrize("backend", [None, "int8", "float32", "float64"])
+@pytest.mark.parametrize("backend", [None, "int8", "float32", "float64", "conv32"])
 @pytest.mark.parametrize("path", KEPT_FILES, ids=lambda p: p.stem)
 def test_kept_files_of_every_shipped_model_decode_to_their_recorded_pixels(path, backend):
     # One small file per shipped model and release, written when it shipped, with its decoded PNG;
@@ -51,7 +51,7 @@ def test_kept_files_of_every_shipped_model_decode_to_their_recorded_pixels(path,
     from PIL import Image
 
     from anfcodec import arith
-    if backend and backend not in [be.name for be in arith.candidates()]:
+    if backend and backend not in [be.name for be in arith.backends()]:
         pytest.skip(f"no exact {backend} product on this CPU")
     expected = np.asarray(Image.open(path.with_suffix(".png")))
     with arith.force(backend) if backend else contextlib.nullcontext():
