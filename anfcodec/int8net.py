@@ -15,14 +15,15 @@ pixels, so every step below is part of the format:
   the last of g_s1's branch. Those take L = 32639, two balanced int8 digits:
   8-bit inputs cost 0.59 and 0.41 dB there at q8 (bench/int8_sensitivity.py).
 * Products: exact integer products of those integers, in whichever ``arith`` backend
-  is fastest here (int8 with int32 sums where the CPU has VNNI or AMX, else float32
-  chunked below 2^24, or float64): every backend gives the same integers.
+  is fastest here (int8 with int32 sums where the CPU has VNNI or AMX, float32 digit
+  planes as matrix products chunked below 2^24 or as float32 convolutions, or float64):
+  every backend gives the same integers.
 * Between convolutions, in float32, one IEEE operation at a time (each correctly
   rounded, so the same on every machine): ``v = acc * (s * s_o) + bias``. Then
   GDN/IGDN or LeakyReLU, then requantization for the next convolution. GDN's
   ``x^2`` is ``clamp(round(v^2 / s_sq), 0, 65535)`` and gamma is 7-bit per output channel;
-  their 1x1 product ``x^2 @ G`` is an exact integer (float64 holds it in any order), rounded
-  once to float32. Then ``norm = sqrt(that * (s_sq * s_g) + beta)``, the correctly rounded
+  their 1x1 product ``x^2 @ G`` is an exact integer (an ``arith`` product like the
+  convolutions'), rounded once to float32. Then ``norm = sqrt(that * (s_sq * s_g) + beta)``, the correctly rounded
   square root (``arith.sqrt_``). (Until session 16 the product ran as two float32 products
   of 8-bit halves, ``hi @ G * 256 + lo @ G``: the same exact sum, rounded once, so the same
   value.)
@@ -140,9 +141,6 @@ class Int8Conv:
             sq = (v * v).mul_(self.inv_s_sq).round_().clamp_(0, SQ_LIMIT)
             be = self.gamma.backend(sq, SQ_LIMIT)
             norm = arith.sqrt_(self.gamma(sq, SQ_LIMIT, be).float().mul_(self.norm_scale).add_(self.beta))
-            if be is arith.FLOAT64:  # conv32 counts its own products
-                macs = sq.numel() * self.gamma.c_out
-                arith.note("float64", macs, macs)
             return v.mul_(norm) if self.gdn.inverse else v.div_(norm)
         if self.slope is not None:
             return F.leaky_relu(v, self.slope)

@@ -90,7 +90,7 @@ def count_macs(run, modules: dict | None = None) -> dict[str, float]:
     The fixed-point networks' digit-plane products (``arith``) count at their convolution's
     size, like the rest (``arith.count_products``), and the result also holds the share they are
     of it (``_digit``) and the plane multiply-accumulates they took per backend (``_int8``,
-    ``_float32``: the int8 synthesis's GDN 1x1 products are float32 planes too).
+    ``_float32``: float32 planes, multiplied as matrices or as convolutions, ``conv32``).
     """
     import torch
     import torch.nn.functional as F
@@ -136,7 +136,7 @@ def count_macs(run, modules: dict | None = None) -> dict[str, float]:
     totals["other"] += products["macs"]  # the fixed-point networks run outside the modules' forward
     digit["_digit"] = products["macs"] - products["planes"].get("float64", 0)
     digit["_int8"] = products["planes"].get("int8", 0)
-    digit["_float32"] = products["planes"].get("float32", 0)
+    digit["_float32"] = products["planes"].get("float32", 0) + products["planes"].get("conv32", 0)
     gmac = {name: n / 1e9 for name, n in {**totals, **digit}.items()}
     gmac["total"] = sum(totals.values()) / 1e9
     return gmac
