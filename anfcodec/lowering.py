@@ -278,7 +278,10 @@ class Product:
                 arith.note("float64", out.numel() * self.c_in, out.numel() * self.c_in)
                 out = out if self.b is None else out.add_(self.b)
                 return out.view(*x.shape[:3], self.c_out)
-            return F.conv2d(x.permute(0, 3, 1, 2), self.w, self.b, stride=self.stride).permute(0, 2, 3, 1)
+            # float64 convolutions have no oneDNN kernel: the generic one ran 13-15% faster on a
+            # contiguous NCHW band than on the channels-last view (which also copies the weights).
+            out = F.conv2d(x.permute(0, 3, 1, 2).contiguous(), self.w, self.b, stride=self.stride)
+            return out.permute(0, 2, 3, 1).contiguous()
         if be is arith.CONV32:
             return self._conv32(x, max_abs)
         b = x.shape[0]
