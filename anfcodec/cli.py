@@ -521,6 +521,10 @@ def _draw_split_map(input: str, raw: bytes, d: dict, out: str, force: bool) -> N
 @click.option("--extend-qualities-from", "extend_from", type=click.IntRange(1), default=None, metavar="K",
               help="Train only the gains and post-filter strengths of the qualities above K (those --lambdas "
                    "added), everything else frozen: qualities 1..K code exactly as before.")
+@click.option("--freeze-base", is_flag=True,
+              help="Train only the modules a grown model added to its --init weights (MS-ANFIC's coarse "
+                   "scale and its conditioning): the base's weights, gains and tables stay exactly as they "
+                   "are and no gradient flows into them, so steps are cheaper.")
 @click.option("--quantizer", type=click.Choice(["fixed", "mean"]), default=None,
               help="Switch the run's latent quantizer [default: the run's own; 'fixed' for new runs].")
 @click.option("--arch", type=click.Choice(["anfic", "anfic-ckbd", "ms-anfic"]), default=None,
@@ -534,7 +538,7 @@ def _draw_split_map(input: str, raw: bytes, d: dict, out: str, force: bool) -> N
 @click.option("--device", default=None, help="Where to train, e.g. cpu or cuda [default: cuda when present]. "
               "GPU time is logged apart from CPU time in the run's counters and the manifest.")
 def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, qe_width, init, lambdas, extend_from,
-          quantizer, arch, max_steps, threads, device):
+          freeze_base, quantizer, arch, max_steps, threads, device):
     """Train (or resume training) the model on a folder of photographs."""
     from .models.anfic import ANFICConfig
     from .training.train import TrainOptions, train as run
@@ -552,6 +556,7 @@ def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, q
     opts = TrainOptions(run_dir=run_dir, minutes=minutes, batch=batch, crop=crop, lr=lr, lr_final=lr_final, bf16=bf16, seed=seed,
                         config=config.to_dict(), init=init, quantizer=quantizer, threads=threads,
                         arch=arch, max_steps=max_steps, device=device, extend_from=extend_from,
+                        freeze_base=freeze_base,
                         widths=widths if init is not None else None)
     if lambdas is not None:
         try:

@@ -110,3 +110,34 @@ def test_extending_the_qualities_trains_only_the_new_ones(tmp_path):
         from anfcodec.training.train import train_only_qualities_above
         from anfcodec.models import build_model
         train_only_qualities_above(build_model(state["config"]), 10)
+
+
+def test_a_frozen_base_trains_only_the_modules_the_grown_model_added(tmp_path):
+    import torch
+    from conftest import synthetic_image
+    from anfcodec.models import ANFIC, ANFICConfig, MSANFIC
+    from anfcodec.training.train import train, train_only_fresh_modules
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i in range(3):
+        synthetic_image(96, 96, seed=i).save(data / f"p{i}.png")
+    small = {"N": 16, "M": 64, "hyper_N": 16, "qe_width": 8}
+    base = ANFIC(ANFICConfig(**small))
+    torch.save(base.state_dict(), tmp_path / "base.pt")
+    opts = TrainOptions(run_dir=tmp_path / "run", data=data, crop=64, batch=2, val_size=64, max_steps=3,
+                        config={**ANFICConfig(**small).to_dict(), "arch": "ms-anfic"}, init=tmp_path / "base.pt",
+                        threads=torch.get_num_threads(), bf16=False, freeze_base=True)
+    train(opts)
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["model"]
+    start = MSANFIC.from_config(opts.config)
+    start.init_from(base.state_dict())
+    masks = start.fresh_masks()
+    for name, v in start.named_parameters():
+        v = v.detach()
+        if name in masks:  # widened conditioning: the old columns stay, the new ones (zero at first) train
+            assert torch.equal(state[name][~masks[name]], v[~masks[name]]), name
+            assert state[name][masks[name]].abs().max() > 0, name
+        elif not name.startswith(start.fresh_modules):
+            assert torch.equal(state[name], v), name  # the base, gains and entropy tables included
+    with pytest.raises(ValueError, match="adds no modules"):
+        train_only_fresh_modules(base)

@@ -87,6 +87,19 @@ class MSANFIC(ANFIC):
         self.entropy_bottleneck_c = EntropyBottleneck(cfg.coarse_hyper_N)
         self._exact_ms = None
 
+    def fresh_masks(self) -> dict[str, torch.Tensor]:
+        """The parts of base modules that growing added: the conditional hyperprior's input columns
+        for v (h_a's first layer, h_s's last). True where an entry is new; training with the base
+        frozen trains these entries and no others of those tensors."""
+        m, nh = self.config.M, self.config.hyper_N
+        masks = {}
+        for name, old in (("h_a.net.0.weight", m), ("h_s.net.4.weight", nh * 3 // 2)):
+            w = self.get_parameter(name)
+            mask = torch.zeros_like(w, dtype=torch.bool)
+            mask[:, old:] = True
+            masks[name] = mask
+        return masks
+
     @classmethod
     def from_config(cls, config: dict) -> "MSANFIC":
         return cls(MSANFICConfig.from_dict(config))

@@ -63,6 +63,7 @@ class TrainOptions:
     lambdas: tuple | None = None  # retarget the qualities of a resumed or initialised run
     extend_from: int | None = None  # train only the per-quality tables of the qualities above this one
     quantizer: str | None = None  # switch a run's latent quantizer ("fixed" or "mean")
+    freeze_base: bool = False  # train only the modules a grown model added (model.fresh_modules)
     config: dict | None = None
 
 
@@ -176,6 +177,27 @@ def train_only_qualities_above(model, k: int) -> None:
             p.requires_grad_(False)
 
 
+def train_only_fresh_modules(model) -> int:
+    """Freeze everything but the modules a grown model added (``model.fresh_modules``): the
+    weights it grew from, their gains and entropy tables included, stay exactly as they are, and
+    no gradient flows into them (nor back through the analysis, which then needs none: cheaper
+    steps). Returns the number of parameters left to train."""
+    fresh = tuple(getattr(model, "fresh_modules", ()))
+    if not fresh:
+        raise ValueError(f"{type(model).__name__} adds no modules to its base: nothing to train with the base frozen")
+    masks = model.fresh_masks() if hasattr(model, "fresh_masks") else {}  # new entries of widened tensors
+    count = 0
+    for name, p in model.named_parameters():
+        if name in masks:  # Adam without weight decay leaves an entry whose gradient is always zero where it is
+            keep = masks[name].to(p.device)
+            p.register_hook(lambda grad, keep=keep: grad * keep)
+            count += int(keep.sum())
+            continue
+        p.requires_grad_(name.startswith(fresh))
+        count += p.numel() if p.requires_grad else 0
+    return count
+
+
 def _shipped_entry(weights: Path) -> dict:
     """The manifest entry of shipped weights, a current or a previous release, or {} for a loose file."""
     try:
@@ -283,6 +305,9 @@ def train(opts: TrainOptions) -> Path:
     if opts.extend_from is not None:
         train_only_qualities_above(model, opts.extend_from)
         tqdm.write(f"training qualities {opts.extend_from}..{model.num_qualities} only; 1..{opts.extend_from} stay as they are")
+    if opts.freeze_base:
+        tqdm.write(f"base frozen: training {train_only_fresh_modules(model)} parameters of "
+                   f"{', '.join(m.rstrip('.') for m in model.fresh_modules)}")
     for o in (opt, aux_opt):  # moments restored from a CPU checkpoint follow the model
         for st in o.state.values():
             for k, v in st.items():
@@ -351,9 +376,10 @@ def train(opts: TrainOptions) -> Path:
         if fresh_params:  # clipped apart, so that their large early gradients do not shrink the others'
             torch.nn.utils.clip_grad_norm_(fresh_params, 1.0)
         opt.step()
-        if opts.extend_from is None:  # the hyperlatent's CDF tables are shared by every quality
+        aux = model.aux_loss() if opts.extend_from is None else None  # CDF tables shared by every quality
+        if aux is not None and aux.requires_grad:  # a frozen base's tables have no gradient
             aux_opt.zero_grad(set_to_none=True)
-            model.aux_loss().backward()
+            aux.backward()
             aux_opt.step()
         guard.maybe_snapshot(step, model, opt)
 
