@@ -205,7 +205,6 @@ class Product:
         self.plane_fan = planes.abs().sum(dim=(2, 3, 4)).max().item() if w.numel() else 0.0
         radix = 2.0 ** (8 * torch.arange(self.w_digits, dtype=torch.float64))
         self.digit_gain = (planes.abs().sum(dim=(2, 3, 4)) * radix[:, None]).sum(0).max().item() if w.numel() else 0.0
-        self._conv_planes = planes.reshape(-1, c_in, k, k)  # [w_digits * C_out, C_in, k, k]
 
     def to(self, device: torch.device) -> "Product":
         if self.w.device != device:
@@ -302,8 +301,9 @@ class Product:
         d = be.digits(x, max_abs)                       # [n, B, H, W, C_in] float32
         n, b = d.shape[:2]
         key = (be, x.device)
-        if key not in self._operands:
-            self._operands[key] = self._conv_planes.to(x.device, torch.float32).contiguous(
+        if key not in self._operands:  # [w_digits * C_out, C_in, k, k], built only where conv32 runs
+            planes = arith.split_digits(arith.to_int(self.w, self.w_max), self.w_digits, 8, torch.float32)
+            self._operands[key] = planes.reshape(-1, *self.w.shape[1:]).to(x.device).contiguous(
                 memory_format=torch.channels_last)
         p = _conv2d(d.view(n * b, *d.shape[2:]).permute(0, 3, 1, 2), self._operands[key], stride=self.stride)
         p = p.permute(0, 2, 3, 1)                       # [n * B, H_out, W_out, w_digits * C_out]
