@@ -16,6 +16,11 @@ symbol or a pixel, only the speed, and that differs between CPUs by more than 10
   for the same reason as ``float32``, so ``lowering`` offers it only for layers whose every plane
   product stays below 2^24 without chunking (the int8 synthesis: every layer), and only on the
   CPU (cuDNN may pick FFT or Winograd algorithms, which do not sum the products themselves).
+* ``winograd``: also a whole convolution, of 3x3 stride-1 layers, in Winograd's F(2x2, 3x3) form
+  over float64 integers: 16 products per 2x2 outputs instead of 36. Its transforms use only
+  additions and, with the weight transform scaled by 4, integer coefficients, so every value stays
+  an integer and the result (divided by 4, exactly) is the direct one wherever the transformed
+  sums stay below 2^53 (``lowering.Product.winograd_exact``). Any device.
 
 Digit planes that share a shift i + j are one product of [A_lo .. A_hi] (concatenated along the
 inner dimension) with [B_(s-lo) .. B_(s-hi)] (stacked): m + n - 1 results, combined by Horner's
@@ -27,7 +32,7 @@ float64 exactly, and is timed; the fastest is kept for the process.
 The choices persist in a small cache file per CPU model, torch build and ISA caps
 (``~/.cache/anfcodec``), so a one-off command does not pay the measurement again: they only
 ever decide speed, never integers. ``ANFCODEC_ARITH_CACHE=0`` turns that off, ``=DIR`` moves it.
-``ANFCODEC_ARITH=int8|float32|float64`` forces one (tests and benchmarks). ``count_products`` lets a benchmark count the work without patching.
+``ANFCODEC_ARITH=int8|float32|float64|conv32|winograd`` forces one (tests and benchmarks). ``count_products`` lets a benchmark count the work without patching.
 """
 from __future__ import annotations
 
@@ -173,6 +178,7 @@ INT8_8 = Backend("int8", 8, torch.int8, 2.0**31 - 1)
 FLOAT32 = Backend("float32", 8, torch.float32, 2.0**24)
 FLOAT64 = Backend("float64", 0, torch.float64, 2.0**53)
 CONV32 = Backend("conv32", 8, torch.float32, 2.0**24)  # lowering.Product runs it (see the module docstring)
+WINOGRAD = Backend("winograd", 0, torch.float64, 2.0**53)  # lowering.Product runs it too
 
 
 class Operand:
@@ -299,8 +305,9 @@ def candidates(device: str = "cpu") -> list[Backend]:
 
 
 def backends(device: str = "cpu") -> list[Backend]:
-    """Every exact backend this device has: the matrix products and, on the CPU, ``conv32``."""
-    return candidates(device) + ([CONV32] if device == "cpu" else [])
+    """Every exact backend this device has: the matrix products, the Winograd form and, on the CPU,
+    ``conv32``."""
+    return candidates(device) + ([CONV32] if device == "cpu" else []) + [WINOGRAD]
 
 
 def magnitude_class(max_abs: float) -> int:

@@ -10,8 +10,9 @@ and in what happens between products; the convolution itself is one loop, here:
 
 * ``Product``: the exact integer products of one convolution, in the ``arith`` backend measured
   fastest for its operand magnitudes: digit-plane matrix products of an unfolded input, float64
-  convolutions (shallow layers), the per-tap form (layers with few output channels), or float32
-  convolutions of digit planes where their sums stay exact (``conv32``);
+  convolutions (shallow layers), the per-tap form (layers with few output channels), float32
+  convolutions of digit planes where their sums stay exact (``conv32``), or Winograd's F(2x2, 3x3)
+  in float64 integers for 3x3 layers (``winograd``);
 * ``conv_strips``: output rows in strips, each from the matching zero-padded input rows, its
   products followed, while the strip is in cache, by the caller's per-column step (requantize,
   scale), the pixel shuffle and the caller's per-pixel step (GDN, LeakyReLU, requantize).
@@ -49,6 +50,8 @@ MIN_DIGIT_DEPTH = 256
 # Bytes of one strip's float64 results in the float32 convolution form (conv32). It reads k - 1
 # rows above and below its strip again, so its strips are taller than the unfolding forms'.
 CONV_STRIP_BYTES = 8 << 20
+# Bytes of one strip's Winograd transforms (input tiles, their products, the output tiles).
+WINOGRAD_STRIP_BYTES = 8 << 20
 
 
 # -- operations ----------------------------------------------------------------------------------
@@ -205,6 +208,7 @@ class Product:
         self.plane_fan = planes.abs().sum(dim=(2, 3, 4)).max().item() if w.numel() else 0.0
         radix = 2.0 ** (8 * torch.arange(self.w_digits, dtype=torch.float64))
         self.digit_gain = (planes.abs().sum(dim=(2, 3, 4)) * radix[:, None]).sum(0).max().item() if w.numel() else 0.0
+        self._winograd_gain = None  # max over (tile position, output) of sum_c |U|, on first need
 
     def to(self, device: torch.device) -> "Product":
         if self.w.device != device:
@@ -221,6 +225,31 @@ class Product:
             and be.digit_bound(max_abs) * self.plane_fan < be.sum_limit \
             and arith.digit_weight(max_abs) * self.digit_gain + self.bias_max < 2.0**53
 
+    def winograd_kernel(self) -> torch.Tensor | None:
+        """The 3x3 stride-1 kernel Winograd runs for this layer, or None: the layer's own (3x3, stride
+        1), or for a 5x5 stride-2 layer its space-to-depth form. Output o of that layer reads padded
+        inputs 2o + ky, i.e. 2x2 blocks o + dy at phase ry with ky = 2 dy + ry: a 3x3 convolution of
+        the blocks over 4 C_in channels in (ry, rx, c) order, taps ky = 5 being zero. 36 products per
+        output instead of 25, but Winograd's 16 per 4 outputs make it 9/4 x fewer than the direct form."""
+        if self.k == 3 and self.stride == 1 and self.w.numel():
+            return self.w
+        if self.k == 5 and self.stride == 2 and self.w.numel():
+            w6 = F.pad(self.w, (0, 1, 0, 1)).view(self.c_out, self.c_in, 3, 2, 3, 2)
+            return w6.permute(0, 3, 5, 1, 2, 4).reshape(self.c_out, 4 * self.c_in, 3, 3)
+        return None
+
+    def winograd_exact(self, max_abs: float) -> bool:
+        """Whether Winograd's F(2x2, 3x3) computes this layer exactly for inputs up to ``max_abs``.
+
+        Input tiles are sums of 4 inputs (|V| <= 4 max_abs), each of the 16 tile products sums
+        C_in of them against the transformed weights U = 4 G w G^T (integers), and an output sums 9
+        of those products: every partial sum stays below 36 max_abs max_(p,o) sum_c |U[p, c, o]|."""
+        if self.winograd_kernel() is None:
+            return False
+        if self._winograd_gain is None:
+            self._winograd_gain = winograd_weights(self.winograd_kernel()).abs().sum(dim=1).max().item()
+        return 36.0 * max_abs * self._winograd_gain < 2.0**53
+
     def fan(self) -> float:
         """Largest sum of |weight| feeding one output: the worst-case gain of the layer."""
         return self.w.abs().sum(dim=(1, 2, 3)).max().item()
@@ -230,14 +259,16 @@ class Product:
         its magnitude class, timed on a band of this layer's own output rows in the strips
         ``conv_strips`` would cut (a synthetic convolution, and a sample in one piece, both ranked
         the backends wrongly). Shallow and narrow layers choose only between float64 (their own
-        forms) and conv32; every layer offers conv32 only where it is exact."""
+        forms), conv32 and Winograd; every layer offers conv32 and Winograd only where they are exact."""
         conv32 = self.conv32_exact(max_abs, x.device)
+        winograd = self.winograd_exact(max_abs)
+        extra = ([arith.CONV32] if conv32 else []) + ([arith.WINOGRAD] if winograd else [])
         if self.shallow or self.narrow:
-            if not conv32:
+            if not extra:
                 return arith.FLOAT64
-            cands = [arith.FLOAT64, arith.CONV32]
+            cands = [arith.FLOAT64, *extra]
         else:
-            cands = arith.candidates(x.device.type) + ([arith.CONV32] if conv32 else [])
+            cands = arith.candidates(x.device.type) + extra
         h_out, w_out = out_size(x, self.k, self.stride, pad)
 
         def sample(be: arith.Backend, outputs: int) -> torch.Tensor:
@@ -246,7 +277,8 @@ class Product:
             return torch.cat([self(padded_rows(x, r0, min(r0 + step, n), self.k, self.stride, pad), max_abs, be)
                               for r0 in range(0, n, step)], dim=1)
         classes = (arith.magnitude_class(max_abs), arith.magnitude_class(self.w_max))
-        form = ("shallow" if self.shallow else "narrow" if self.narrow else "deep") + ("+conv32" if conv32 else "")
+        form = ("shallow" if self.shallow else "narrow" if self.narrow else "deep") + ("+conv32" if conv32 else "") \
+            + ("+winograd" if winograd else "")
         return arith.fastest((self.kind, *classes, form), sample, x.device.type, x.shape[0] * h_out * w_out,
                              cands=cands)
 
@@ -257,6 +289,8 @@ class Product:
         if be is arith.CONV32:
             planes = be.digit_count(max_abs) * self.w_digits
             return max(2 * self.k, CONV_STRIP_BYTES // (w_out * 8 * self.c_out * planes))
+        if be is arith.WINOGRAD:  # whole tiles: an even number of rows
+            return 2 * max(1, WINOGRAD_STRIP_BYTES // (16 * w_out * (8 * self.c_in + 5 * self.c_out)))
         if be is not arith.FLOAT64:
             planes = be.digit_count(max_abs) * be.dtype.itemsize
             return max(1, DIGIT_STRIP_BYTES // (w_out * (planes * self.k * self.k * self.c_in + 16 * self.c_out)))
@@ -283,6 +317,8 @@ class Product:
             return out.permute(0, 2, 3, 1).contiguous()
         if be is arith.CONV32:
             return self._conv32(x, max_abs)
+        if be is arith.WINOGRAD:
+            return self._winograd(x)
         b = x.shape[0]
         h_out, w_out = out_size(x, self.k, self.stride)
         key = (be, x.device)
@@ -320,6 +356,41 @@ class Product:
                     acc.add_(p[i, :, :, :, j].double(), alpha=2.0 ** (8 * (i + j)))
         return acc if self.b is None else acc.add_(self.b)
 
+    def _winograd(self, x: torch.Tensor) -> torch.Tensor:
+        """F(2x2, 3x3): the 16 values of each 4x4 input tile d (tiles overlap by 2) become V = B^T d B,
+        the 16 tile positions are 16 matrix products with U = 4 G w G^T over the channels, and
+        Y = A^T M A / 4 gives each tile's 2x2 outputs (U is 4 times the true transform, which keeps
+        it integer; the quarters are exact: every partial sum is a multiple of 1/4 below 2^51). Both transforms are one small matrix product each (Kronecker forms of B^T and
+        A^T): single passes of BLAS, measured faster than the separable additions."""
+        key = (arith.WINOGRAD, x.device)
+        if key not in self._operands:
+            self._operands[key] = (winograd_weights(self.winograd_kernel().to(x.device)),
+                                   _WINO_IN.to(x.device), _WINO_OUT.to(x.device))
+        u, t_in, t_out = self._operands[key]
+        x = x.double()
+        h_out, w_out = out_size(x, self.k, self.stride)
+        if self.stride == 2:  # space to depth: whole 2x2 blocks (a zero row / column completes the last)
+            b, h, w, c = x.shape
+            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2)) if h % 2 or w % 2 else x
+            b, h, w, c = x.shape
+            x = x.view(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 2, 4, 5).reshape(b, h // 2, w // 2, 4 * c)
+        b, h, w, c = x.shape
+        th, tw = -(-h_out // 2), -(-w_out // 2)
+        if (2 * th + 2, 2 * tw + 2) != (h, w):  # an odd edge (or a block beyond it): zeros complete the tiles
+            x = F.pad(x, (0, 0, 0, max(0, 2 * tw + 2 - w), 0, max(0, 2 * th + 2 - h)))[:, :2 * th + 2, :2 * tw + 2]
+        s = x.stride()
+        tiles = x.as_strided((4, 4, b, th, tw, c), (s[1], s[2], s[0], 2 * s[1], 2 * s[2], s[3]))
+        n = b * th * tw
+        v = (t_in @ tiles.reshape(16, n * c)).view(16, n, c)            # B^T d B, every tile
+        m = torch.bmm(v, u)                                              # [16, tiles, C_out]
+        y = (t_out @ m.view(16, n * self.c_out)).view(2, 2, b, th, tw, self.c_out)  # A^T M A / 4
+        macs = b * h_out * w_out * self.c_out * self.c_in * self.k**2
+        arith.note(arith.WINOGRAD.name, macs, n * 16 * c * self.c_out)
+        out = y.permute(2, 3, 0, 4, 1, 5).reshape(b, 2 * th, 2 * tw, self.c_out)
+        if (2 * th, 2 * tw) != (h_out, w_out):
+            out = out[:, :h_out, :w_out].contiguous()
+        return out if self.b is None else out.add_(self.b)
+
     def _narrow(self, x: torch.Tensor, max_abs: float) -> torch.Tensor:
         """One matrix product gives every tap's contribution (C_out * k^2 values per pixel) and
         shifted sums combine them: 3-4 times faster than unfolding C_in * k^2 values per pixel
@@ -345,6 +416,20 @@ class Product:
                         acc += part[dy:dy + h, dx:dx + wd, dy, dx]
             out[i] = acc
         return out if self.b is None else out.add_(self.b)
+
+
+def winograd_weights(w: torch.Tensor) -> torch.Tensor:
+    """3x3 weights [C_out, C_in, 3, 3] -> U = 4 G w G^T as [16, C_in, C_out] (tile position major):
+    G's halves doubled, so integer weights stay integers."""
+    g2 = w.new_tensor([[2.0, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]])
+    return torch.einsum("pi,ocij,qj->pqco", g2, w, g2).reshape(16, w.shape[1], w.shape[0]).contiguous()
+
+
+# B^T and A^T of F(2x2, 3x3), as Kronecker products acting on a tile's 16 values (row-major).
+_B_T = torch.tensor([[1.0, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=torch.float64)
+_A_T = torch.tensor([[1.0, 1, 1, 0], [0, 1, -1, -1]], dtype=torch.float64)
+_WINO_IN = torch.kron(_B_T, _B_T)    # [16, 16]
+_WINO_OUT = torch.kron(_A_T, _A_T) / 4   # [4, 16], with U's factor of 4 taken out
 
 
 def out_size(x: torch.Tensor, k: int, stride: int, pad: tuple[int, int] = (0, 0)) -> tuple[int, int]:

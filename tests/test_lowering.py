@@ -104,11 +104,46 @@ def test_deep_convolutions_in_every_backend_equal_float64(monkeypatch, stride, s
     w = torch.randint(-2**17, 2**17, (16, 32, 3, 3), generator=g).double()
     b = torch.randint(-2**20, 2**20, (16,), generator=g).double()
     product = Product(w, b, stride, "test")
-    assert product.backend(a.permute(0, 2, 3, 1).contiguous(), 2**16, (1, 1)).name == backend
+    runs = "float64" if backend == "winograd" and stride != 1 else backend  # Winograd: stride 1 only
+    assert product.backend(a.permute(0, 2, 3, 1).contiguous(), 2**16, (1, 1)).name == runs
     whole = F.conv2d(F.pad(a, (1, 1, 1, 1)), w, b, stride=stride)
     whole = F.pixel_shuffle(whole, shuffle) if shuffle > 1 else whole
     monkeypatch.setattr(lowering, "DIGIT_STRIP_BYTES", strip_bytes)
     assert torch.equal(_strips(a, w, b, stride, (1, 1), shuffle=shuffle), whole)
+
+
+@pytest.mark.parametrize("k,stride", [(3, 1), (5, 2)])
+@pytest.mark.parametrize("strip_bytes", [1, 8 << 20])
+@pytest.mark.parametrize("height,width,batch", [(19, 23, 1), (8, 6, 2), (1, 1, 1)])
+def test_winograd_equals_the_direct_convolution_on_odd_edges_and_strips(monkeypatch, strip_bytes, height, width,
+                                                                        batch, k, stride):
+    # Odd output sizes take a zero row / column of tiles, 1-byte budgets strips of 2 rows; 5x5
+    # stride-2 layers run as 3x3 convolutions of 2x2 blocks. The values reach the bound's order
+    # (2^22 x 2^17, 3x3x32 taps) and must still come out exact.
+    monkeypatch.setenv(arith.ENV, "winograd")
+    monkeypatch.setattr(lowering, "WINOGRAD_STRIP_BYTES", strip_bytes)
+    g = torch.Generator().manual_seed(height)
+    a = torch.randint(-2**22, 2**22, (batch, 32, height, width), generator=g).double()
+    w = torch.randint(-2**17 // stride**2, 2**17 // stride**2, (24, 32, k, k), generator=g).double()
+    b = torch.randint(-2**20, 2**20, (24,), generator=g).double()
+    a[0, :, 0, 0], w[0] = 2**22, 2**17 // stride**2 - 1
+    p = k // 2
+    product = Product(w, b, stride, "test")
+    assert product.winograd_exact(2**22)
+    assert product.backend(a.permute(0, 2, 3, 1).contiguous(), 2**22, (p, p)) is arith.WINOGRAD
+    assert torch.equal(_strips(a, w, b, stride, (p, p)), F.conv2d(F.pad(a, (p, p, p, p)), w, b, stride=stride))
+
+
+def test_winograd_is_offered_only_where_its_transformed_sums_stay_below_2_to_53():
+    w = torch.full((8, 64, 3, 3), 2.0**17)
+    product = Product(w, None, 1, "test")
+    gain = lowering.winograd_weights(w).abs().sum(dim=1).max().item()
+    assert gain == 64 * 9 * 2**17  # tile position (1, 1): G's row (1, 1, 1) on both axes
+    limit = 2.0**53 / (36 * gain)
+    assert product.winograd_exact(limit * 0.99) and not product.winograd_exact(limit)
+    assert not Product(torch.ones(8, 64, 5, 5), None, 1, "test").winograd_exact(1.0)   # 3x3, or 5x5 stride 2
+    assert not Product(torch.ones(8, 64, 3, 3), None, 2, "test").winograd_exact(1.0)
+    assert Product(torch.ones(8, 64, 5, 5), None, 2, "test").winograd_exact(1.0)
 
 
 def test_integer_inputs_of_any_dtype_give_the_same_products():

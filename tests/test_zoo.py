@@ -43,7 +43,7 @@ def test_files_of_a_replaced_release_still_decode(tmp_path, monkeypatch, small_i
 KEPT_FILES = sorted((zoo.Path(__file__).parent / "data").glob("*.anf"))
 
 
-@pytest.mark.parametrize("backend", [None, "int8", "float32", "float64", "conv32"])
+@pytest.mark.parametrize("backend", [None, "int8", "float32", "float64", "conv32", "winograd"])
 @pytest.mark.parametrize("path", KEPT_FILES, ids=lambda p: p.stem)
 def test_kept_files_of_every_shipped_model_decode_to_their_recorded_pixels(path, backend):
     # One small file per shipped model and release, written when it shipped, with its decoded PNG;
