@@ -16,7 +16,8 @@ symbol or a pixel, only the speed, and that differs between CPUs by more than 10
   for the same reason as ``float32``, so ``lowering`` offers it only for layers whose every plane
   product stays below 2^24 without chunking (the int8 synthesis: every layer), and only on the
   CPU (cuDNN may pick FFT or Winograd algorithms, which do not sum the products themselves).
-* ``winograd``: also a whole convolution, of 3x3 stride-1 layers, in Winograd's F(2x2, 3x3) form
+* ``winograd``: also a whole convolution, of 3x3 stride-1 layers (and 5x5 stride-2 ones, by
+  space-to-depth into 3x3 over 4 C_in channels), in Winograd's F(2x2, 3x3) form
   over float64 integers: 16 products per 2x2 outputs instead of 36. Its transforms use only
   additions and, with the weight transform scaled by 4, integer coefficients, so every value stays
   an integer and the result (divided by 4, exactly) is the direct one wherever the transformed

@@ -244,9 +244,9 @@ class Product:
         Input tiles are sums of 4 inputs (|V| <= 4 max_abs), each of the 16 tile products sums
         C_in of them against the transformed weights U = 4 G w G^T (integers), and an output sums 9
         of those products: every partial sum stays below 36 max_abs max_(p,o) sum_c |U[p, c, o]|."""
-        if self.winograd_kernel() is None:
+        if not self.w.numel() or (self.k, self.stride) not in ((3, 1), (5, 2)):  # winograd_kernel's forms
             return False
-        if self._winograd_gain is None:
+        if self._winograd_gain is None:  # the kernel (a copy for 5x5 layers) only once, not every decode
             self._winograd_gain = winograd_weights(self.winograd_kernel()).abs().sum(dim=1).max().item()
         return 36.0 * max_abs * self._winograd_gain < 2.0**53
 

@@ -1,22 +1,39 @@
 """Per-stage times of one encode (kodim01, q4) in a warm process: analysis, the exact synthesis,
-the refinement (both), and quantization with the exact entropy parameters. Usage: encode_stages.py [model]."""
+the refinement (both), and quantization with the exact entropy parameters. Medians of 4 after one
+warm-up. Usage: encode_stages.py [model] (default anfic-ckbd-n64-m256-int8)."""
+import statistics
 import sys
-import time, numpy as np, torch
+import time
+
+import numpy as np
+import torch
 from PIL import Image
+
 from anfcodec import zoo
+
 torch.set_num_threads(2)
-m = zoo.load_model(sys.argv[1] if len(sys.argv) > 1 else "anfic-ckbd-n64-m256-int8")
-x = torch.from_numpy(np.array(Image.open("../shared/data/kodak/kodim01.png"))).permute(2,0,1)[None].float()/255
-m.requires_grad_(False); torch.set_grad_enabled(False)
-q = 4.0; steps = m.default_refine(q); print("refine steps", steps)
-def t(f, n=4):
-    f(); ts=[]
+torch.set_grad_enabled(False)
+model = zoo.load_model(sys.argv[1] if len(sys.argv) > 1 else "anfic-ckbd-n64-m256-int8").requires_grad_(False)
+image = np.array(Image.open("../shared/data/kodak/kodim01.png"))
+x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+quality = 4.0
+steps = model.default_refine(quality)
+
+
+def timed(f, n=4):
+    result = f()
+    times = []
     for _ in range(n):
-        a=time.perf_counter(); r=f(); ts.append(time.perf_counter()-a)
-    return r, sorted(ts)[n//2]
-z2, ta = t(lambda: m.analyze(x))
-qq = torch.tensor([q]); 
-rec, ts = t(lambda: m.synthesize_exact((z2*m.gain(qq)).double(), q).float())
-zr, tr = t(lambda: m.refine(x, z2, q, steps))
-_, tq = t(lambda: m.quantize(zr, q))
-print(f"analyze {ta:.3f}  exact int8 synthesis {ts:.3f}  refine {tr:.3f}  quantize (hyper+exact params) {tq:.3f}")
+        t = time.perf_counter()
+        result = f()
+        times.append(time.perf_counter() - t)
+    return result, statistics.median(times)
+
+
+z2, t_analyze = timed(lambda: model.analyze(x))
+gain = model.gain(torch.tensor([quality]))
+_, t_synth = timed(lambda: model.synthesize_exact((z2 * gain).double(), quality))
+refined, t_refine = timed(lambda: model.refine(x, z2, quality, steps))
+_, t_quantize = timed(lambda: model.quantize(refined, quality))
+print(f"{torch.backends.cpu.get_cpu_capability()}, refinement steps {steps:.2f}: analysis {t_analyze:.3f} s, "
+      f"exact synthesis {t_synth:.3f} s, refinement {t_refine:.3f} s, quantization {t_quantize:.3f} s")
