@@ -93,6 +93,7 @@ class Int8Conv:
         self.inv_s_in = float(torch.tensor(1.0 / self.s_in).float())  # the float32 requantization factor
         self.pad, self.shuffle = op.pad, op.shuffle
         self.product = Product(torch.round(op.weight / s_col.view(-1, 1, 1, 1)), None, op.stride, "int8")
+        self.product.float32_results = True  # ``__call__`` scales the integers in float32 (or widens them)
         self.scale = (self.s_in * s_col).float()   # one accumulator unit, per product column
         self.bias = bias.float()
         self.out_scale64 = self.s_in * s_col * 2.0**SYNTH_ACT_BITS  # for the grid output
@@ -129,7 +130,7 @@ class Int8Conv:
         network's last convolution (``nxt`` None), float64 2^-14-grid NCHW."""
         if nxt is None:
             out = conv_strips(x, self.product, self.pad, self.limit, self.shuffle,
-                              columns=lambda acc: acc.mul_(self.out_scale64).add_(self.bias64).round_())
+                              columns=lambda acc: acc.double().mul_(self.out_scale64).add_(self.bias64).round_())
             return out.permute(0, 3, 1, 2)
         return conv_strips(x, self.product, self.pad, self.limit, self.shuffle,
                            columns=lambda acc: acc.float().mul_(self.scale).add_(self.bias),

@@ -209,6 +209,9 @@ class Product:
         radix = 2.0 ** (8 * torch.arange(self.w_digits, dtype=torch.float64))
         self.digit_gain = (planes.abs().sum(dim=(2, 3, 4)) * radix[:, None]).sum(0).max().item() if w.numel() else 0.0
         self._winograd_gain = None  # max over (tile position, output) of sum_c |U|, on first need
+        # Set by a caller that turns the results into float32 anyway (the int8 synthesis): conv32's
+        # single-plane results, integers below 2^24, then come back as float32, skipping two passes.
+        self.float32_results = False
 
     def to(self, device: torch.device) -> "Product":
         if self.w.device != device:
@@ -275,7 +278,7 @@ class Product:
             n = min(h_out, max(1, -(-outputs // w_out)))
             step = self.strip_rows(be, w_out, max_abs)
             return torch.cat([self(padded_rows(x, r0, min(r0 + step, n), self.k, self.stride, pad), max_abs, be)
-                              for r0 in range(0, n, step)], dim=1)
+                              .double() for r0 in range(0, n, step)], dim=1)
         classes = (arith.magnitude_class(max_abs), arith.magnitude_class(self.w_max))
         form = ("shallow" if self.shallow else "narrow" if self.narrow else "deep") + ("+conv32" if conv32 else "") \
             + ("+winograd" if winograd else "")
@@ -298,7 +301,8 @@ class Product:
         return max(1, FLOAT64_STRIP_BYTES // (8 * self.k * self.k * per_out * w_out))
 
     def __call__(self, x: torch.Tensor, max_abs: float, be: arith.Backend) -> torch.Tensor:
-        """Unpadded products of NHWC ``x`` (|x| <= max_abs) -> float64 NHWC [B, H_out, W_out, C_out]."""
+        """Unpadded products of NHWC ``x`` (|x| <= max_abs) -> float64 NHWC [B, H_out, W_out, C_out]
+        (float32 where ``float32_results`` allows and every value is below 2^24)."""
         if be is arith.FLOAT64:
             if self.narrow:
                 return self._narrow(x, max_abs)
@@ -347,7 +351,7 @@ class Product:
         macs = b * h_out * w_out * self.c_out * self.c_in * self.k**2
         arith.note(be.name, macs, macs * n * self.w_digits)
         if n == self.w_digits == 1:
-            acc = p.double().contiguous()
+            acc = p.contiguous() if self.b is None and self.float32_results else p.double().contiguous()
         else:
             p = p.reshape(n, b, h_out, w_out, self.w_digits, self.c_out)
             acc = torch.zeros(b, h_out, w_out, self.c_out, dtype=torch.float64, device=x.device)

@@ -178,6 +178,11 @@ def test_conv32_runs_only_where_every_plane_sum_stays_below_2_to_24():
     want = product(x, 128, arith.FLOAT64)
     assert want.abs().max().item() > 2**23
     assert torch.equal(product(x, 128, arith.CONV32), want)
+    product.float32_results = True  # a caller that scales in float32 takes the single plane as it is
+    x127 = x.clamp(-127, 127)  # one 8-bit plane
+    got = product(x127, 127, arith.CONV32)
+    assert got.dtype == torch.float32 and torch.equal(got.double(), product(x127, 127, arith.FLOAT64))
+    assert product(x, 128, arith.CONV32).dtype == torch.float64  # two input planes: combined in float64
     wide = Product(torch.full((2, 2 * c_in, k, k), 127.0, dtype=torch.float64), None, 1, "test")
     assert wide.plane_fan * 128 >= 2**24 and not wide.conv32_exact(128, torch.device("cpu"))
     with arith.force("conv32"):  # work conv32 cannot run exactly falls back to float64
