@@ -331,6 +331,9 @@ def _time(fn, budget_s: float, runs: int = 2) -> float:
 _MADE: dict[tuple, Backend] = {}
 _FORCED: list[str] = []
 CACHE_ENV = "ANFCODEC_ARITH_CACHE"
+# Raised when the code changes what the candidates cost, so that older measurements are not reused
+# (2: the allocator keeps freed blocks, which sped the float32 forms more than float64).
+CHOICE_REVISION = 2
 _SPEED_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR")
 
 
@@ -352,7 +355,7 @@ def cache_path() -> Path | None:
     if setting == "0":
         return None
     ident = json.dumps([_cpu_identity(), torch.__version__, torch.backends.cpu.get_cpu_capability(),
-                        {k: os.environ.get(k) for k in _SPEED_ENV}])
+                        {k: os.environ.get(k) for k in _SPEED_ENV}, CHOICE_REVISION])
     base = Path(setting) if setting else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "anfcodec"
     return base / f"arith-{hashlib.sha256(ident.encode()).hexdigest()[:16]}.json"
 
