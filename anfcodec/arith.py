@@ -406,8 +406,10 @@ def fastest(key: tuple, workload, device: str = "cpu", rows: int = SAMPLES[1], b
             cands: list[Backend] | None = None) -> Backend:
     """The fastest backend for ``workload(backend, rows) -> tensor``: that many output rows (of the
     product's M) of the caller's own work, of which it has ``rows``; measured once per process per
-    ``key`` and thread count. Work of fewer than ``MIN_ROWS`` rows (a thumbnail, a warm-up) runs
-    in float64 and leaves the choice to the first piece of real work, where it is representative.
+    ``key`` and thread count. Work of fewer than ``MIN_ROWS`` rows (a thumbnail, a warm-up, the
+    checkerboard context's lattices) takes the choice already made for its key, and where there is
+    none runs in float64, leaving the choice to the first piece of real work, where it is
+    representative.
 
     First every candidate runs a 64-row glance twice (the first run pays one-time preparation) and
     must return exactly what float64 returns: exact by construction, so a candidate that does not
@@ -431,13 +433,13 @@ def fastest(key: tuple, workload, device: str = "cpu", rows: int = SAMPLES[1], b
                                f"(have: {', '.join(be.name for be in backends(device))})")
         _MADE[key] = match[0]
         return match[0]
-    if rows < MIN_ROWS:
-        return FLOAT64
     known = _cached().get(_cache_key(key)) if device == "cpu" else None
     match = [be for be in cands if be.name == known]
     if match:
         _MADE[key] = match[0]
         return match[0]
+    if rows < MIN_ROWS:
+        return FLOAT64
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # TF32 would round the float32 planes
     glance, want = {}, None

@@ -135,7 +135,7 @@ class ANFIC(nn.Module):
         self.register_buffer("log_scale_thresholds", log_scale_thresholds(scale_table()))
         self.autocast_dtype: torch.dtype | None = None  # bf16 for training on CPUs that have it
         self.encode_dtype: torch.dtype | None = None  # the zoo sets encoder_autocast_dtype(device)
-        self._exact_h_s = None
+        self._exact_h_s = self._last_hyper = None
         self._exact_synthesis = None
         if cfg.synthesis not in ("fixed", "int8"):
             raise ValueError(f"unknown synthesis {cfg.synthesis!r}")
@@ -287,10 +287,18 @@ class ANFIC(nn.Module):
         return self._split_exact(self._exact_hyper(h_hat))
 
     def _exact_hyper(self, h_hat: torch.Tensor) -> torch.Tensor:
-        """h_s in fixed point: (mu, log-sigma) stacked, integers on the 2^-ACT_BITS grid."""
+        """h_s in fixed point: (mu, log-sigma) stacked, integers on the 2^-ACT_BITS grid (not to be
+        modified: the last result is kept, as a context model's decoder asks twice for the same
+        hyperlatent, before and after its anchors; 0.04 s of the fast model's 768x512 decode)."""
         if self._exact_h_s is None:
-            self._exact_h_s = ExactSequential(self.h_s.net)
-        return self._exact_h_s(to_grid(h_hat))
+            self._exact_h_s, self._last_hyper = ExactSequential(self.h_s.net), None
+        last = self._last_hyper
+        if last is not None and last[0].shape == h_hat.shape and last[0].device == h_hat.device \
+                and last[0].dtype == h_hat.dtype and torch.equal(last[0], h_hat):
+            return last[1]
+        out = self._exact_h_s(to_grid(h_hat))
+        self._last_hyper = (h_hat.clone(), out)
+        return out
 
     @staticmethod
     def _split_exact(out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

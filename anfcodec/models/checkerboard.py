@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..exact import ExactSequential, to_grid
@@ -83,13 +84,35 @@ class ANFICCheckerboard(ANFIC):
         with it (only its anchors are read), every position's."""
         out = self._exact_hyper(h_hat)
         if y_round is not None:
-            if self._exact_context is None:
-                self._exact_context = (ExactSequential(self.context_prediction), ExactSequential(self.entropy_fusion))
-            context, fusion = self._exact_context
+            out = out.clone()
             anchor = anchor_mask(*y_round.shape[-2:], device=y_round.device).double()
-            ctx = context(to_grid(y_round.double() * anchor))
-            out = out + fusion(torch.cat([out, ctx], 1)) * (1 - anchor)
+            for rows, cols, correction in self._exact_corrections(to_grid(y_round.double() * anchor), out):
+                out[:, :, rows, cols] += correction
         return self._split_exact(out)
+
+    def _exact_corrections(self, anchors: torch.Tensor, base: torch.Tensor):
+        """The fusion's corrections at the non-anchors, the only positions that use them: (rows, columns,
+        correction) for the two lattices (even rows, odd columns) and (odd rows, even columns).
+
+        The 5x5 context at a lattice is a stride-2 convolution of the zero-padded anchors shifted by
+        the lattice's offset, and the 1x1 fusion runs on the lattices' positions alone: the same
+        integer products at those positions as the whole-image form, for half its work (the fast
+        model's 768x512 context and fusion: 0.08 s before)."""
+        if self._exact_context is None:
+            k = self.context_prediction.kernel_size[0]
+            lattice = nn.Conv2d(self.context_prediction.in_channels, self.context_prediction.out_channels, k, stride=2)
+            lattice.load_state_dict(self.context_prediction.state_dict())
+            self._exact_context = (ExactSequential(lattice.to(anchors.device)), ExactSequential(self.entropy_fusion),
+                                   self.context_prediction.padding[0])
+        context, fusion, pad = self._exact_context
+        padded = F.pad(anchors, (pad, pad, pad, pad))
+        lattices = [(slice(0, None, 2), slice(1, None, 2)), (slice(1, None, 2), slice(0, None, 2))]
+        ctx = [context(padded[:, :, rows.start:, cols.start:]) for rows, cols in lattices]
+        flat = [torch.cat([base[:, :, rows, cols], c], 1).flatten(2) for (rows, cols), c in zip(lattices, ctx)]
+        corr = fusion(torch.cat(flat, 2)[:, :, None])[:, :, 0]  # [B, 2M, positions of both lattices]
+        n0 = flat[0].shape[-1]
+        return [(rows, cols, part.reshape(*part.shape[:2], *c.shape[2:]))
+                for (rows, cols), c, part in zip(lattices, ctx, (corr[..., :n0], corr[..., n0:]))]
 
     def derive_means(self, symbols: Symbols) -> torch.Tensor:
         h = symbols.hyper[None] if symbols.hyper.dim() == 3 else symbols.hyper
