@@ -110,10 +110,8 @@ def load_model(model_id: str, device: str = "cpu", weights_dir: str | None = Non
 @functools.lru_cache(maxsize=4)
 def _load(model_id: str, path: str, sha256: str, config: str, device: str):
     import torch
-    from .allocator import keep_freed_blocks
     from .models import build_model
     from .models.anfic import encoder_autocast_dtype
-    keep_freed_blocks()  # before the first layer allocates: see ``allocator``
     digest = sha256_file(Path(path))
     if digest != sha256:
         raise ModelNotFound(f"weights file {path} is damaged: SHA-256 {digest[:16]}, manifest says {sha256[:16]}")
