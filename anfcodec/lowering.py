@@ -155,6 +155,32 @@ def lower(seq: nn.Module) -> list[Op]:
     return ops
 
 
+def describe(seq: nn.Module, names: dict[nn.Module, str], arrays: dict) -> list[dict]:
+    """A network as the torch-free decoder's program states it (``anfcodec.decoder.program.lower``
+    turns it into these same operations): convolutions by the state-dict keys of their weights,
+    GDN by its reparametrized gamma and beta, which are added to ``arrays`` (float32, as trained)."""
+    spec = []
+    for layer in (seq if isinstance(seq, nn.Sequential) else [seq]):
+        name = names[layer]
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+            if not _square(layer):
+                raise TypeError("no exact form for non-square, dilated or grouped convolutions")
+            transposed = isinstance(layer, nn.ConvTranspose2d)
+            spec.append({"op": "conv", "weight": f"{name}.weight", "bias": None if layer.bias is None else f"{name}.bias",
+                         "stride": layer.stride[0], "padding": layer.padding[0], "transposed": transposed,
+                         "output_padding": layer.output_padding[0] if transposed else 0})
+        elif isinstance(layer, GDNLayer):
+            c = layer.beta.numel()
+            arrays[f"{name}.gamma"] = layer.gamma_reparam(layer.gamma).detach().reshape(c, c).cpu().numpy()
+            arrays[f"{name}.beta"] = layer.beta_reparam(layer.beta).detach().cpu().numpy()
+            spec.append({"op": "gdn", "gamma": f"{name}.gamma", "beta": f"{name}.beta", "inverse": bool(layer.inverse)})
+        elif isinstance(layer, nn.LeakyReLU):
+            spec.append({"op": "leaky_relu", "slope": layer.negative_slope})
+        else:
+            raise TypeError(f"no exact form for {type(layer).__name__}")
+    return spec
+
+
 # -- products ------------------------------------------------------------------------------------
 def abs_max(a: torch.Tensor) -> float:
     """max |a| (0 for an empty tensor). One min/max pass: ``linalg.vector_norm(a, inf)`` measured

@@ -465,6 +465,27 @@ class ANFIC(nn.Module):
         """What the decoder adds to a symbol: round(mu) on the fixed grid, mu itself for the legacy quantizer."""
         return torch.round(mu).double() if self.config.quantizer == "fixed" else mu.double()
 
+    def decoder_program(self) -> tuple[dict, dict]:
+        """What the torch-free decoder (``anfcodec.decoder``) needs beyond the weights file: the
+        decoding networks as ``lowering.describe`` states them, and the tables it reads (numpy)."""
+        from ..lowering import describe
+        names = {m: n for n, m in self.named_modules()}
+        arrays: dict = {}
+        eb, gc = self.entropy_bottleneck, self.gaussian_conditional
+        program = {"arch": self.arch, "synthesis": self.config.synthesis, "quantizer": self.config.quantizer,
+                   "num_qualities": self.num_qualities, "pad_multiple": self.pad_multiple,
+                   "hyper": describe(self.h_s.net, names, arrays),
+                   "synthesis_networks": {k: describe(v, names, arrays) for k, v in self.decoder_networks().items()},
+                   "synthesis_order": list(self.decoder_networks())}  # int8_scales are stored in this order
+        tables = {"log_gain": self.log_gain, "post_strength": self.post_filter.strength,
+                  "scale_table": gc.scale_table, "log_scale_thresholds": self.log_scale_thresholds,
+                  "hyper_cdf": eb._quantized_cdf, "hyper_offset": eb._offset, "hyper_cdf_length": eb._cdf_length,
+                  "hyper_medians": eb._get_medians()}
+        if self.config.synthesis == "int8":
+            tables["int8_scales"] = self.int8_scales
+        arrays.update({f"tables.{k}": v.detach().cpu().numpy() for k, v in tables.items()})
+        return program, arrays
+
     def decoder_networks(self) -> dict[str, nn.Module]:
         """The networks the bit-exact synthesis runs, by the names ``synthesize_exact`` uses (in this
         order the int8 synthesis stores its scales)."""
@@ -484,12 +505,8 @@ class ANFIC(nn.Module):
 
         Scalar Python float64 arithmetic: no vectorized kernel whose rounding could vary by CPU.
         """
-        pos = min(max(float(quality) - 1, 0.0), self.num_qualities - 1.0)
-        lo = min(math.floor(pos), self.num_qualities - 2)
-        frac = pos - lo
-        a, b = table[lo].detach().double().tolist(), table[lo + 1].detach().double().tolist()
-        values = [u * (1 - frac) + v * frac for u, v in zip(a, b)]
-        return [float(round((math.exp(-v) if exp_neg else v) * 2.0**bits)) for v in values]
+        from ..decoder.synthesis import fixed_point_table
+        return fixed_point_table(table.detach().double().cpu().numpy(), quality, bits, exp_neg)
 
     def scale_values(self) -> torch.Tensor:
         """The snapped Gaussian scales, float64, indexable by ``scale_index``."""

@@ -114,6 +114,14 @@ class ANFICCheckerboard(ANFIC):
         return [(rows, cols, part.reshape(*part.shape[:2], *c.shape[2:]))
                 for (rows, cols), c, part in zip(lattices, ctx, (corr[..., :n0], corr[..., n0:]))]
 
+    def decoder_program(self) -> tuple[dict, dict]:
+        from ..lowering import describe
+        program, arrays = super().decoder_program()
+        names = {m: n for n, m in self.named_modules()}
+        program["context"] = describe(self.context_prediction, names, arrays)
+        program["fusion"] = describe(self.entropy_fusion, names, arrays)
+        return program, arrays
+
     def derive_means(self, symbols: Symbols) -> torch.Tensor:
         h = symbols.hyper[None] if symbols.hyper.dim() == 3 else symbols.hyper
         _, mu_anchor = self.hyper_decode(h)

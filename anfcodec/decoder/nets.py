@@ -1,0 +1,208 @@
+"""The format's exact arithmetics over numpy arrays: the torch-free twin of ``anfcodec.exact`` and
+``anfcodec.int8net``, step for step, so that both decoders compute the same integers and pixels.
+
+Convolutions multiply integers exactly: an unfolded strip of the input (im2col) times the integer
+weights in float64, whose sums of integers are exact in any order below 2^53 (the fixed point
+refuses inputs that could reach 2^52, like ``exact``). Between convolutions only elementwise IEEE
+operations, one at a time, each correctly rounded: the same on every machine.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .program import GDN, Conv, LeakyReLU, Op
+
+ACT_BITS, WEIGHT_BITS = 10, 14             # the entropy parameters' grids (``anfcodec.exact``)
+SYNTH_ACT_BITS, SYNTH_WEIGHT_BITS = 14, 16  # the synthesis's
+EXACT_LIMIT = 2.0**52
+WIDE_LIMIT, NARROW_LIMIT, SQ_LIMIT = 32639, 127, 65535  # the int8 synthesis's (``anfcodec.int8net``)
+STRIP_BYTES = 8 << 20  # one strip's unfolded input
+
+
+class ExactnessError(ArithmeticError):
+    """An intermediate value left the range where float64 integer arithmetic is exact."""
+
+
+def to_grid(x: np.ndarray, bits: int = ACT_BITS) -> np.ndarray:
+    return np.rint(np.asarray(x, dtype=np.float64) * 2.0**bits)
+
+
+def shuffle_nhwc(v: np.ndarray, s: int) -> np.ndarray:
+    """pixel_shuffle(s) of NHWC values whose channels are in (c, ry, rx) order."""
+    b, h, w, cs = v.shape
+    c = cs // (s * s)
+    return v.reshape(b, h, w, c, s, s).transpose(0, 1, 4, 2, 5, 3).reshape(b, h * s, w * s, c)
+
+
+class Product:
+    """The exact integer products of one convolution: integer weights [C_out, C_in, k, k] (float64)."""
+
+    def __init__(self, w: np.ndarray, bias: np.ndarray | None, stride: int):
+        self.c_out, self.c_in, self.k = w.shape[0], w.shape[1], w.shape[-1]
+        self.stride, self.bias = stride, bias
+        self.matrix = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(-1, self.c_out))  # (ky, kx, c) rows
+        self.fan = float(np.abs(w).sum(axis=(1, 2, 3)).max()) if w.size else 0.0
+        self.bias_max = 0.0 if bias is None else float(np.abs(bias).max())
+
+    def strips(self, x: np.ndarray, pad: tuple[int, int], shuffle: int = 1, columns=None, pixels=None) -> np.ndarray:
+        """NHWC integer input -> the convolution in strips of output rows: products (bias included),
+        ``columns`` per product column, the pixel shuffle, ``pixels`` per output pixel."""
+        k, s = self.k, self.stride
+        xp = np.pad(x, ((0, 0), pad, pad, (0, 0))) if any(pad) else x
+        b, h, w, c = xp.shape
+        h_out, w_out = (h - k) // s + 1, (w - k) // s + 1
+        rows = max(1, STRIP_BYTES // (8 * w_out * k * k * c))
+        out = None
+        for r0 in range(0, h_out, rows):
+            r1 = min(r0 + rows, h_out)
+            band = xp[:, r0 * s:(r1 - 1) * s + k]
+            win = sliding_window_view(band, (k, k), axis=(1, 2))[:, ::s, ::s]   # [B, rows, W_out, C, k, k]
+            cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(-1, k * k * c).astype(np.float64, copy=False)
+            v = cols @ self.matrix
+            if self.bias is not None:
+                v += self.bias
+            v = v.reshape(b, r1 - r0, w_out, self.c_out)
+            v = v if columns is None else columns(v)
+            v = v if shuffle == 1 else shuffle_nhwc(v, shuffle)
+            v = v if pixels is None else pixels(v)
+            if out is None:
+                out = np.empty((b, h_out * shuffle, w_out * shuffle, v.shape[-1]), dtype=v.dtype)
+            out[:, r0 * shuffle:r1 * shuffle] = v
+        return out
+
+
+def _abs_max(a: np.ndarray) -> float:
+    return float(np.abs(a).max()) if a.size else 0.0
+
+
+class ExactNet:
+    """``anfcodec.exact.ExactSequential``: activations integers on the 2^-act_bits grid, weights on
+    the 2^-weight_bits grid; NCHW float64 in and out."""
+
+    def __init__(self, ops: list[Op], act_bits: int = ACT_BITS, weight_bits: int = WEIGHT_BITS):
+        self.act_bits, self.weight_bits = act_bits, weight_bits
+        self.layers = []
+        A, W = act_bits, weight_bits
+        for op in ops:
+            if isinstance(op, Conv):
+                b = None if op.bias is None else np.rint(op.bias * 2.0 ** (W + A))
+                self.layers.append((op, Product(np.rint(op.weight * 2.0**W), b, op.stride)))
+            elif isinstance(op, GDN):
+                c = op.beta.size
+                self.layers.append((op, Product(np.rint(op.gamma * 2.0**W).reshape(c, c, 1, 1),
+                                                np.rint(op.beta * 2.0 ** (W + A)), 1)))
+            else:
+                self.layers.append((op, None))
+
+    def __call__(self, a: np.ndarray) -> np.ndarray:
+        A, W = self.act_bits, self.weight_bits
+        x = np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+        for op, product in self.layers:
+            if isinstance(op, LeakyReLU):
+                x = np.rint(np.where(x > 0, x, x * op.slope))
+            elif isinstance(op, GDN):
+                a_max = _abs_max(x)
+                if a_max >= 2.0**26:
+                    raise ExactnessError("fixed-point GDN input would exceed 2^26")
+                if round(a_max * a_max * 2.0**-A) * product.fan + product.bias_max >= EXACT_LIMIT:
+                    raise ExactnessError("fixed-point convolution would exceed 2^52")
+                sq = np.rint(x * x * 2.0**-A)
+                norm = np.sqrt(product.strips(sq, (0, 0)) * 2.0 ** -(A + W))
+                x = np.rint(x * norm if op.inverse else x / norm)
+            else:
+                if _abs_max(x) * product.fan + product.bias_max >= EXACT_LIMIT:
+                    raise ExactnessError("fixed-point convolution would exceed 2^52")
+                x = product.strips(x, op.pad, op.shuffle, columns=lambda v: np.rint(v * 2.0**-W))
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def _f32(v) -> np.float32:
+    return np.float32(v)
+
+
+class Int8Conv:
+    """One convolution of ``anfcodec.int8net`` (its docstring is the format's definition), with the
+    operation after it."""
+
+    def __init__(self, op: Conv, amax: float, wide: bool, post: GDN | LeakyReLU | None, post_amax: float):
+        rep = op.shuffle**2
+        s_w = np.maximum(op.output_scale_groups(), 2.0**-60) / 127
+        s_col = np.repeat(s_w, rep)
+        bias = op.bias if op.bias is not None else np.zeros_like(s_col)
+        self.limit = WIDE_LIMIT if wide else NARROW_LIMIT
+        self.s_in = max(float(amax), 2.0**-60) / self.limit
+        self.inv_s_in = _f32(1.0 / self.s_in)
+        self.pad, self.shuffle = op.pad, op.shuffle
+        self.product = Product(np.rint(op.weight / s_col.reshape(-1, 1, 1, 1)), None, op.stride)
+        self.scale = (self.s_in * s_col).astype(np.float32)
+        self.bias = bias.astype(np.float32)
+        self.out_scale64 = self.s_in * s_col * 2.0**SYNTH_ACT_BITS
+        self.bias64 = bias * 2.0**SYNTH_ACT_BITS
+        self.gdn = post if isinstance(post, GDN) else None
+        if self.gdn is not None:
+            s_g = np.maximum(post.gamma.max(axis=1), 2.0**-60) / 127
+            c = post.gamma.shape[0]
+            self.gamma = Product(np.rint(post.gamma / s_g[:, None]).reshape(c, c, 1, 1), None, 1)
+            s_sq = max(float(post_amax), 2.0**-60) ** 2 / SQ_LIMIT
+            self.inv_s_sq = _f32(1.0 / s_sq)
+            self.norm_scale = (s_sq * s_g).astype(np.float32)
+            self.beta = post.beta.astype(np.float32)
+        self.slope = _f32(post.slope) if isinstance(post, LeakyReLU) else None
+
+    def quantize(self, grid: np.ndarray) -> np.ndarray:
+        """float64 2^-14-grid NCHW -> this convolution's integer input, NHWC."""
+        v = grid.transpose(0, 2, 3, 1) * (2.0**-SYNTH_ACT_BITS / self.s_in)
+        return np.clip(np.rint(v), -self.limit, self.limit)
+
+    def __call__(self, x: np.ndarray, nxt: "Int8Conv | None") -> np.ndarray:
+        if nxt is None:
+            out = self.product.strips(x, self.pad, self.shuffle,
+                                      columns=lambda acc: np.rint(acc * self.out_scale64 + self.bias64))
+            return out.transpose(0, 3, 1, 2)
+        return self.product.strips(x, self.pad, self.shuffle,
+                                   columns=lambda acc: acc.astype(np.float32) * self.scale + self.bias,
+                                   pixels=lambda v: nxt.requantize(self._post(v)))
+
+    def _post(self, v: np.ndarray) -> np.ndarray:
+        if self.gdn is not None:
+            sq = np.clip(np.rint((v * v) * self.inv_s_sq), 0, SQ_LIMIT)
+            norm = np.sqrt(self.gamma.strips(sq, (0, 0)).astype(np.float32) * self.norm_scale + self.beta)
+            return v * norm if self.gdn.inverse else v / norm
+        if self.slope is not None:
+            return np.where(v > 0, v, v * self.slope)
+        return v
+
+    def requantize(self, v: np.ndarray) -> np.ndarray:
+        return np.clip(np.rint(v * self.inv_s_in), -self.limit, self.limit)
+
+
+def wide_inputs(name: str, ops: list[Op]) -> set[int]:
+    """Indices of the convolutions with 16-bit (two-digit) inputs: every network's first, and the
+    last of g_s1's branch (``int8net.wide_inputs``)."""
+    convs = [i for i, op in enumerate(ops) if isinstance(op, Conv)]
+    return {convs[0]} | ({convs[-1]} if name == "g_s1_branch" else set())
+
+
+def scaled_count(ops: list[Op]) -> int:
+    """Activation scales a network stores: one per convolution and one per GDN."""
+    return sum(isinstance(op, (Conv, GDN)) for op in ops)
+
+
+class Int8Net:
+    """``anfcodec.int8net.Int8Sequential``: float64 2^-14-grid NCHW in and out."""
+
+    def __init__(self, name: str, ops: list[Op], scales: list[float]):
+        amax = dict(zip([i for i, op in enumerate(ops) if isinstance(op, (Conv, GDN))], scales, strict=True))
+        wide = wide_inputs(name, ops)
+        self.convs = []
+        for i, op in enumerate(ops):
+            if isinstance(op, Conv):
+                post = ops[i + 1] if i + 1 < len(ops) and not isinstance(ops[i + 1], Conv) else None
+                self.convs.append(Int8Conv(op, amax[i], i in wide, post, amax.get(i + 1, 0.0)))
+
+    def __call__(self, grid: np.ndarray) -> np.ndarray:
+        x = self.convs[0].quantize(grid)
+        for i, conv in enumerate(self.convs):
+            x = conv(x, self.convs[i + 1] if i + 1 < len(self.convs) else None)
+        return x
