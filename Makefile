@@ -5,7 +5,7 @@ BIN      = $(VENV)/bin
 DATA    ?= ../shared/data
 MINUTES ?= 60
 
-.PHONY: install demo test test-sweep test-fast bench bench-generations bench-high-rate bench-speed bench-speed-fast bench-speed-int8 bench-speed-768 bench-speed-avx2 bench-memory bench-floor train train-fast export export-fast clean fuzz determinism ablation-ms ablation-ms-long ablation-bench
+.PHONY: install demo test test-sweep test-fast bench bench-generations bench-high-rate bench-speed bench-speed-fast bench-speed-int8 bench-speed-768 bench-speed-avx2 bench-memory bench-floor train train-fast export export-fast decoder-programs clean fuzz determinism ablation-ms ablation-ms-long ablation-bench
 
 $(BIN)/anfcodec: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -46,6 +46,9 @@ export: install  ## ship the best checkpoint of runs/$(RUN) as weights/
 train-fast: install  ## resume runs/$(FAST_MODEL), or narrow the default into it; nice'd
 	nice -n 10 $(BIN)/anfcodec train --run-dir runs/$(FAST_MODEL) --data $(DATA)/train --minutes 128 --batch 8 \
 	  --lr 1e-4 --lr-final 1e-5 $$(test -f runs/$(FAST_MODEL)/last.pt || echo --init $(RUN) --width 64 --qe-width 16)
+
+decoder-programs: install  ## write the torch-free decoder's program beside every shipped weights file (weights/*.decoder.npz)
+	$(BIN)/python -c "from anfcodec.training.export import export_decoder_programs; print(*export_decoder_programs(), sep='\n')"
 
 export-fast: install  ## ship the best checkpoint of runs/$(FAST_MODEL) beside the default
 	$(BIN)/anfcodec export runs/$(FAST_MODEL)/best.pt --model-id $(FAST_MODEL) --no-default

@@ -1,9 +1,15 @@
 """The torch-free decoder's networks against the torch decoder's: the same integers, the same pixels."""
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from anfcodec import ptfile, zoo
+from anfcodec import api, ptfile, zoo
+from anfcodec.decoder.decode import decode as decoder_decode
 from anfcodec.decoder import program as prog
 from anfcodec.decoder.nets import ExactNet, to_grid
 from anfcodec.decoder.synthesis import Synthesis
@@ -56,3 +62,48 @@ def test_hyper_synthesis_gives_the_torch_integers(model_id):
         want = model._exact_hyper(h_hat)
     got = ExactNet(prog.lower(program["hyper"], arrays))(to_grid(h_hat.numpy()))
     assert np.array_equal(got, want.numpy())
+
+
+GOLDEN = Path(__file__).parent / "data"
+BLOCK_TORCH = "import sys; sys.modules['torch'] = None; sys.modules['compressai'] = None\n"
+
+
+def test_golden_files_decode_without_torch():
+    """A process where importing torch fails decodes every golden file to its stored pixels."""
+    code = BLOCK_TORCH + (
+        "import numpy as np, pathlib\n"
+        "from PIL import Image\n"
+        "from anfcodec.decoder.decode import decode\n"
+        "for f in sorted(pathlib.Path(sys.argv[1]).glob('*.anf')):\n"
+        "    got = np.asarray(decode(f.read_bytes()))\n"
+        "    assert np.array_equal(got, np.asarray(Image.open(f.with_suffix('.png')))), f.name\n"
+        "    print(f.name)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(GOLDEN)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.split()) == len(list(GOLDEN.glob("*.anf"))) > 0
+
+
+def _photo(width=150, height=100, alpha=False):
+    g = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:height, 0:width]
+    rgb = np.stack([(xx * 255 // width), (yy * 255 // height), ((xx + yy) * 127 // (width + height))], -1)
+    rgb = np.clip(rgb + g.integers(-20, 21, rgb.shape), 0, 255).astype(np.uint8)
+    if alpha:
+        a = ((xx // 10 + yy // 10) % 2 * 255).astype(np.uint8)[..., None]
+        return Image.fromarray(np.concatenate([rgb, a], -1), "RGBA")
+    return Image.fromarray(rgb, "RGB")
+
+
+@pytest.mark.parametrize("model_id", sorted(zoo.manifest()["models"]))
+@pytest.mark.parametrize("quality", [1.0, 3.5, "top"])
+def test_fresh_encodes_decode_to_the_torch_decoders_pixels(model_id, quality):
+    quality = zoo.quality_range(model_id)[1] if quality == "top" else quality
+    data = api.encode(_photo(), quality=quality, model_id=model_id)
+    assert np.array_equal(np.asarray(decoder_decode(data)), np.asarray(api.decode(data)))
+
+
+def test_tiles_alpha_and_the_near_lossless_layer_without_torch_too():
+    data = api.encode(_photo(200, 140, alpha=True), quality=2, tile=64, max_error=2,
+                      model_id="anfic-ckbd-n64-m256-int8")
+    got, want = decoder_decode(data), api.decode(data)
+    assert got.mode == want.mode == "RGBA" and np.array_equal(np.asarray(got), np.asarray(want))

@@ -474,6 +474,7 @@ class ANFIC(nn.Module):
         eb, gc = self.entropy_bottleneck, self.gaussian_conditional
         program = {"arch": self.arch, "synthesis": self.config.synthesis, "quantizer": self.config.quantizer,
                    "num_qualities": self.num_qualities, "pad_multiple": self.pad_multiple,
+                   "block": self.config.block, "hyper_N": self.config.hyper_N, "M": self.config.M,
                    "hyper": describe(self.h_s.net, names, arrays),
                    "synthesis_networks": {k: describe(v, names, arrays) for k, v in self.decoder_networks().items()},
                    "synthesis_order": list(self.decoder_networks())}  # int8_scales are stored in this order

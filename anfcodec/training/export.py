@@ -94,6 +94,7 @@ def export(checkpoint: Path | dict, weights_dir: Path, model_id: str, make_defau
     entry = {
         "file": path.name,
         "sha256": digest,
+        "decoder": write_decoder_program(model, path),
         "config": state["config"],
         "parameters": sum(p.numel() for p in model.parameters()),
         "training": {
@@ -116,3 +117,30 @@ def export(checkpoint: Path | dict, weights_dir: Path, model_id: str, make_defau
         man["default"] = model_id
     mpath.write_text(json.dumps(man, indent=2) + "\n")
     return entry
+
+
+def write_decoder_program(model, weights_path: Path) -> dict:
+    """The torch-free decoder's program of a model (``ANFIC.decoder_program``) beside its weights
+    file, named after it: the manifest entry's ``decoder`` (file and SHA-256)."""
+    from ..decoder import program as prog
+    spec, arrays = model.decoder_program()
+    path = Path(weights_path).with_suffix(".decoder.npz")
+    prog.save(path, spec, arrays)
+    os.chmod(path, 0o644)
+    return {"file": path.name, "sha256": sha256_file(path)}
+
+
+def export_decoder_programs(weights_dir: Path | None = None) -> list[str]:
+    """Write the decoder program of every release in the manifest, current and previous (releases
+    from before the torch-free decoder have none); returns the files written."""
+    from ..zoo import WEIGHTS_DIR, load_model
+    wdir = Path(weights_dir) if weights_dir else WEIGHTS_DIR
+    mpath = wdir / MANIFEST
+    man = json.loads(mpath.read_text())
+    written = []
+    for model_id, entry in [*man["models"].items(), *((e["id"], e) for e in man.get("previous", []))]:
+        model = load_model(model_id, weights_dir=str(wdir), weights_hash=bytes.fromhex(entry["sha256"][:16]))
+        entry["decoder"] = write_decoder_program(model, wdir / entry["file"])
+        written.append(entry["decoder"]["file"])
+    mpath.write_text(json.dumps(man, indent=2) + "\n")
+    return written
