@@ -42,27 +42,77 @@ class Product:
         self.c_out, self.c_in, self.k = w.shape[0], w.shape[1], w.shape[-1]
         self.stride, self.bias = stride, bias
         self.matrix = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(-1, self.c_out))  # (ky, kx, c) rows
+        self.matrix32 = self.matrix.astype(np.float32)
         self.fan = float(np.abs(w).sum(axis=(1, 2, 3)).max()) if w.size else 0.0
         self.bias_max = 0.0 if bias is None else float(np.abs(bias).max())
 
-    def strips(self, x: np.ndarray, pad: tuple[int, int], shuffle: int = 1, columns=None, pixels=None) -> np.ndarray:
+    def strips(self, x: np.ndarray, pad: tuple[int, int], shuffle: int = 1, columns=None, pixels=None,
+               max_abs: float | None = None, float32_results: bool = False) -> np.ndarray:
         """NHWC integer input -> the convolution in strips of output rows: products (bias included),
-        ``columns`` per product column, the pixel shuffle, ``pixels`` per output pixel."""
+        ``columns`` per product column, the pixel shuffle, ``pixels`` per output pixel.
+
+        With inputs known to stay within ``max_abs``, where max_abs times the layer's fan stays
+        below 2^24 every partial sum of float32 GEMM is an exact integer, in any order: the int8
+        synthesis's 8-bit layers run there, twice float64's speed. Their results come back float32
+        if ``float32_results`` (the caller rounds to float32 next anyway), else float64."""
         k, s = self.k, self.stride
+        in32 = max_abs is not None and max_abs * self.fan < 2.0**24
+        if s == 1 and k > 1 and 4 * self.c_out <= self.c_in:
+            return self._narrow(x, pad, shuffle, columns, pixels, in32, float32_results)
+        matrix = self.matrix32 if in32 else self.matrix
         xp = np.pad(x, ((0, 0), pad, pad, (0, 0))) if any(pad) else x
         b, h, w, c = xp.shape
         h_out, w_out = (h - k) // s + 1, (w - k) // s + 1
-        rows = max(1, STRIP_BYTES // (8 * w_out * k * k * c))
+        rows = max(1, STRIP_BYTES // ((4 if in32 else 8) * w_out * k * k * c))
         out = None
         for r0 in range(0, h_out, rows):
             r1 = min(r0 + rows, h_out)
             band = xp[:, r0 * s:(r1 - 1) * s + k]
             win = sliding_window_view(band, (k, k), axis=(1, 2))[:, ::s, ::s]   # [B, rows, W_out, C, k, k]
-            cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(-1, k * k * c).astype(np.float64, copy=False)
-            v = cols @ self.matrix
+            cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(-1, k * k * c).astype(matrix.dtype, copy=False)
+            v = cols @ matrix
+            if in32 and not (float32_results and self.bias is None):
+                v = v.astype(np.float64)
             if self.bias is not None:
                 v += self.bias
             v = v.reshape(b, r1 - r0, w_out, self.c_out)
+            v = v if columns is None else columns(v)
+            v = v if shuffle == 1 else shuffle_nhwc(v, shuffle)
+            v = v if pixels is None else pixels(v)
+            if out is None:
+                out = np.empty((b, h_out * shuffle, w_out * shuffle, v.shape[-1]), dtype=v.dtype)
+            out[:, r0 * shuffle:r1 * shuffle] = v
+        return out
+
+
+    def _narrow(self, x, pad, shuffle, columns, pixels, in32: bool, float32_results: bool) -> np.ndarray:
+        """Few outputs per input (a synthesis's last layer): one product gives every tap's
+        contribution (C_out * k^2 values per pixel) and shifted sums combine them, instead of an
+        unfold of C_in * k^2 values per pixel. The same exact integers: every partial sum is bounded
+        by max|x| times the fan, as in the unfolded product."""
+        k, dtype = self.k, np.float32 if in32 else np.float64
+        if not hasattr(self, "_taps"):
+            w = self.matrix.reshape(k, k, self.c_in, self.c_out)   # (ky, kx, c) rows
+            self._taps = {t: np.ascontiguousarray(w.transpose(2, 0, 1, 3).reshape(self.c_in, -1)).astype(t)
+                          for t in (np.float32, np.float64)}
+        xp = np.pad(x, ((0, 0), pad, pad, (0, 0))) if any(pad) else x
+        b, h, w_, c = xp.shape
+        h_out, w_out = h - k + 1, w_ - k + 1
+        rows = max(1, STRIP_BYTES // (8 * w_ * k * k * self.c_out))
+        out = None
+        for r0 in range(0, h_out, rows):
+            r1 = min(r0 + rows, h_out)
+            band = xp[:, r0:r1 + k - 1].astype(dtype, copy=False)
+            part = (band.reshape(-1, c) @ self._taps[dtype]).reshape(b, r1 - r0 + k - 1, w_, k, k, self.c_out)
+            v = part[:, :r1 - r0, :w_out, 0, 0].copy()
+            for dy in range(k):
+                for dx in range(k):
+                    if dy or dx:
+                        v += part[:, dy:dy + r1 - r0, dx:dx + w_out, dy, dx]
+            if not (in32 and float32_results and self.bias is None):
+                v = v.astype(np.float64)
+            if self.bias is not None:
+                v += self.bias
             v = v if columns is None else columns(v)
             v = v if shuffle == 1 else shuffle_nhwc(v, shuffle)
             v = v if pixels is None else pixels(v)
@@ -157,17 +207,17 @@ class Int8Conv:
 
     def __call__(self, x: np.ndarray, nxt: "Int8Conv | None") -> np.ndarray:
         if nxt is None:
-            out = self.product.strips(x, self.pad, self.shuffle,
+            out = self.product.strips(x, self.pad, self.shuffle, max_abs=self.limit,
                                       columns=lambda acc: np.rint(acc * self.out_scale64 + self.bias64))
             return out.transpose(0, 3, 1, 2)
-        return self.product.strips(x, self.pad, self.shuffle,
+        return self.product.strips(x, self.pad, self.shuffle, max_abs=self.limit, float32_results=True,
                                    columns=lambda acc: acc.astype(np.float32) * self.scale + self.bias,
                                    pixels=lambda v: nxt.requantize(self._post(v)))
 
     def _post(self, v: np.ndarray) -> np.ndarray:
         if self.gdn is not None:
             sq = np.clip(np.rint((v * v) * self.inv_s_sq), 0, SQ_LIMIT)
-            norm = np.sqrt(self.gamma.strips(sq, (0, 0)).astype(np.float32) * self.norm_scale + self.beta)
+            norm = np.sqrt(self._gamma_product(sq) * self.norm_scale + self.beta)
             return v * norm if self.gdn.inverse else v / norm
         if self.slope is not None:
             return np.where(v > 0, v, v * self.slope)
@@ -175,6 +225,20 @@ class Int8Conv:
 
     def requantize(self, v: np.ndarray) -> np.ndarray:
         return np.clip(np.rint(v * self.inv_s_in), -self.limit, self.limit)
+
+    def _gamma_product(self, sq: np.ndarray) -> np.ndarray:
+        """x^2 @ gamma, the exact integer rounded once to float32. x^2 (16 bits) as two 8-bit planes
+        hi * 256 + lo: each plane's float32 product is exact (255 times the fan stays below 2^24),
+        hi's times 256 too, and their one float32 addition rounds the exact sum once."""
+        g = self.gamma
+        if 255 * g.fan >= 2.0**24:
+            return g.strips(sq, (0, 0)).astype(np.float32)
+        flat = sq.reshape(-1, sq.shape[-1])
+        hi = np.floor(flat * np.float32(1 / 256))
+        lo = flat - hi * np.float32(256)
+        out = (hi @ g.matrix32) * np.float32(256)
+        out += lo @ g.matrix32
+        return out.reshape(*sq.shape[:-1], g.c_out)
 
 
 def wide_inputs(name: str, ops: list[Op]) -> set[int]:
