@@ -14,9 +14,26 @@ def encode(image, quality: float | None = None, **kwargs) -> bytes:
 
 
 def decode(data: bytes, **kwargs):
-    """Decompress .anf bytes into a PIL image."""
-    from .api import decode as _decode
+    """Decompress .anf bytes into a PIL image (options as ``api.decode``).
+
+    Where torch is not installed, the torch-free decoder (``anfcodec.decoder``) decodes instead:
+    the same pixels; ``fast`` then has no effect and ``device`` must be the CPU."""
+    if _torch_installed():
+        from .api import decode as _decode
+        return _decode(data, **kwargs)
+    from .decoder.decode import decode as _decode
+    if kwargs.pop("device", None) not in (None, "cpu"):
+        raise ValueError("decoding on a GPU needs torch")
+    kwargs.pop("fast", None)
     return _decode(data, **kwargs)
+
+
+def _torch_installed() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def encode_file(src, dst, force: bool = False, **options):

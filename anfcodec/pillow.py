@@ -50,9 +50,9 @@ class AnfImageFile(ImageFile.ImageFile):
 
     def load(self):
         if self.tile:  # decode the whole file once: the codec has no partial (row-band) output
-            from . import api
+            from . import decode
             self.fp.seek(0)
-            img = api.decode(self.fp.read())
+            img = decode(self.fp.read())  # the torch decoder, or where torch is absent the numpy one
             self.info.update({k: img.info[k] for k in ("icc_profile", "exif") if img.info.get(k)})
             self.im = img.im
             self.tile = []

@@ -107,3 +107,17 @@ def test_tiles_alpha_and_the_near_lossless_layer_without_torch_too():
                       model_id="anfic-ckbd-n64-m256-int8")
     got, want = decoder_decode(data), api.decode(data)
     assert got.mode == want.mode == "RGBA" and np.array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_the_package_and_the_pillow_plugin_decode_without_torch(tmp_path):
+    f = sorted(GOLDEN.glob("anfic-ckbd-n64-m256-int8-*.anf"))[0]
+    code = BLOCK_TORCH + (
+        "import numpy as np\n"
+        "from PIL import Image\n"
+        "import anfcodec, anfcodec.pillow\n"
+        "want = np.asarray(Image.open(sys.argv[1].replace('.anf', '.png')))\n"
+        "assert np.array_equal(np.asarray(anfcodec.decode(open(sys.argv[1], 'rb').read())), want)\n"
+        "assert np.array_equal(np.asarray(Image.open(sys.argv[1]).convert('RGB')), want)\n"
+        "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code, str(f)], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
