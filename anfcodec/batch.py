@@ -98,13 +98,13 @@ def coded_psnr(image, data: bytes) -> float:
 
 def _decode_one(src: Path, dst: Path | None, options: dict, force: bool) -> Result:
     """``dst`` None: decode and check only (``decode --test``), write nothing."""
-    from . import api
+    from . import decode
     from .container import unpack
     from .imageio import PNG_COMPRESS_DEFAULT, format_for, image_bytes
     raw = src.read_bytes()
     options = dict(options)
     png_compress = options.pop("png_compress", PNG_COMPRESS_DEFAULT)
-    img = api.decode(raw, **options)
+    img = decode(raw, **options)
     h = unpack(raw).header
     if dst is None:
         return Result(str(src), "", True, len(raw), 0, img.width * img.height, quality=h.quality, anf_bytes=len(raw))

@@ -110,7 +110,10 @@ def _setup(threads: int | None, quiet: bool) -> None:
     if quiet:
         warnings.simplefilter("ignore")
     if threads:
-        import torch
+        try:
+            import torch
+        except ImportError:  # the torch-free decoder: numpy's BLAS takes OPENBLAS_NUM_THREADS
+            return
         torch.set_num_threads(threads)
 
 
@@ -302,12 +305,12 @@ def decode(inputs, output, out_dir, out_format, jobs, device, max_pixels, fast, 
         raise click.UsageError(str(e)) from None
     import time
 
-    from . import api
+    from . import decode as decode_bytes  # the torch decoder, or where torch is absent the numpy one
     raw = _read_input(input)
     start = time.perf_counter()
     try:
         with _TileBar("decode", quiet) as bar:
-            img = api.decode(raw, **options, progress=bar)
+            img = decode_bytes(raw, **options, progress=bar)
         encoded = image_bytes(img, fmt_name, png_compress)
     except Exception as e:  # hostile input must end in one line and exit 1, never a traceback
         _fail(e, input)
