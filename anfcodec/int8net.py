@@ -85,7 +85,7 @@ class Int8Conv:
 
     def __init__(self, op: Conv, amax: float, wide: bool, post: GDNOp | LeakyOp | None, post_amax: float):
         rep = op.shuffle**2
-        s_w = op.output_scale_groups().clamp_min(2.0**-60) / 127   # per output channel of the layer
+        s_w = torch.from_numpy(op.output_scale_groups()).clamp_min(2.0**-60) / 127   # per output channel of the layer
         s_col = s_w.repeat_interleave(rep)                          # per product column (sub-pixel phase)
         bias = op.bias if op.bias is not None else torch.zeros_like(s_col)
         self.limit = WIDE_LIMIT if wide else NARROW_LIMIT

@@ -22,7 +22,6 @@ With integer products every strip size and backend gives the same result.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import arith
+from .decoder import program
 from .entropy_models import GDN as GDNLayer
 
 # conv32's convolutions and the pointwise products count themselves (arith.count_products) at the
@@ -55,71 +55,15 @@ WINOGRAD_STRIP_BYTES = 8 << 20
 
 
 # -- operations ----------------------------------------------------------------------------------
-@dataclass
-class Conv:
-    """A convolution, float64 weights [C_out, C_in, k, k] and bias [C_out] (or None), zero padding
-    ``pad`` = (before, after) on both axes; ``shuffle`` > 1: the sub-pixel form of a transposed
-    convolution, whose C_out = channels * shuffle^2 products are pixel-shuffled."""
-    weight: torch.Tensor
-    bias: torch.Tensor | None
-    stride: int
-    pad: tuple[int, int]
-    shuffle: int = 1
-
-    @property
-    def k(self) -> int:
-        return self.weight.shape[-1]
-
-    @property
-    def channels(self) -> int:
-        """Output channels after the pixel shuffle."""
-        return self.weight.shape[0] // self.shuffle**2
-
-    def output_scale_groups(self) -> torch.Tensor:
-        """max |w| over each output channel of the layer as trained (the shuffle^2 phases of a
-        transposed convolution's channel together hold each of its weights once)."""
-        per_phase = self.weight.abs().amax(dim=(1, 2, 3))
-        return per_phase.view(self.channels, self.shuffle**2).amax(dim=1)
-
-
-@dataclass
-class GDN:
-    """norm = sqrt(beta + gamma @ x^2); GDN divides by it, IGDN multiplies. gamma [C_out, C_in]."""
-    gamma: torch.Tensor
-    beta: torch.Tensor
-    inverse: bool
-
-
-@dataclass
-class LeakyReLU:
-    slope: float
-
-
-Op = Conv | GDN | LeakyReLU
+# The operations and the sub-pixel form are the torch-free decoder's (``decoder.program``): one
+# lowering for both decoders. Here their arrays are torch tensors (float64, on the CPU).
+Conv, GDN, LeakyReLU, Op = program.Conv, program.GDN, program.LeakyReLU, program.Op
 
 
 def subpixel_kernel(weight: torch.Tensor, stride: int, padding: int) -> tuple[torch.Tensor, int, int]:
-    """A transposed convolution as (padding, conv2d, pixel shuffle): ``(kernel, pad_before, pad_after)``.
-
-    Valid when the transposed convolution maps n to stride * n samples. Output sample
-    ``s*q + r`` sums ``a[q - d] * w[r + padding + s*d]`` over the integers d that index the
-    kernel, so each phase r is an ordinary correlation; stacking the stride^2 phases as
-    output channels in pixel-shuffle order gives one dense convolution without col2im.
-    Weight layout in: [C_in, C_out, k, k].
-    """
-    c_in, c_out, k, _ = weight.shape
-    d_range = {r: range(-((r + padding) // stride), (k - 1 - r - padding) // stride + 1) for r in range(stride)}
-    before = max(0, *(max(d) for d in d_range.values() if d))
-    after = max(0, *(-min(d) for d in d_range.values() if d))
-    taps = before + after + 1
-    kernel = weight.new_zeros(c_out, stride, stride, c_in, taps, taps)
-    for ry in range(stride):
-        for rx in range(stride):
-            for dy in d_range[ry]:
-                for dx in d_range[rx]:
-                    kernel[:, ry, rx, :, before - dy, before - dx] = \
-                        weight[:, :, ry + padding + stride * dy, rx + padding + stride * dx].T
-    return kernel.reshape(c_out * stride * stride, c_in, taps, taps), before, after
+    """``program.subpixel_kernel`` of a torch weight [C_in, C_out, k, k] (same dtype and device back)."""
+    kernel, before, after = program.subpixel_kernel(weight.detach().cpu().numpy(), stride, padding)
+    return torch.from_numpy(kernel).to(weight), before, after
 
 
 def _square(layer: nn.Module) -> bool:
@@ -128,30 +72,15 @@ def _square(layer: nn.Module) -> bool:
 
 
 def lower(seq: nn.Module) -> list[Op]:
-    """The operations of a network (a Sequential, or one layer), weights in float64."""
-    ops: list[Op] = []
-    for layer in (seq if isinstance(seq, nn.Sequential) else [seq]):
-        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
-            if not _square(layer):
-                raise TypeError("no exact form for non-square, dilated or grouped convolutions")
-            w = layer.weight.detach().double()
-            b = None if layer.bias is None else layer.bias.detach().double()
-            k, s, p = layer.kernel_size[0], layer.stride[0], layer.padding[0]
-            if isinstance(layer, nn.Conv2d):
-                ops.append(Conv(w, b, s, (p, p)))
-                continue
-            if k - 2 * p + layer.output_padding[0] != s:
-                raise TypeError("no exact form for a transposed convolution that does not map n to stride * n")
-            w, before, after = subpixel_kernel(w, s, p)
-            ops.append(Conv(w, None if b is None else b.repeat_interleave(s * s), 1, (before, after), s))
-        elif isinstance(layer, GDNLayer):
-            c = layer.beta.numel()
-            ops.append(GDN(layer.gamma_reparam(layer.gamma).detach().double().reshape(c, c),
-                           layer.beta_reparam(layer.beta).detach().double(), bool(layer.inverse)))
-        elif isinstance(layer, nn.LeakyReLU):
-            ops.append(LeakyReLU(layer.negative_slope))
-        else:
-            raise TypeError(f"no exact form for {type(layer).__name__}")
+    """The operations of a network (a Sequential, or one layer), weights float64 torch tensors:
+    ``describe`` it, then lower that the way the torch-free decoder does."""
+    names = {m: n for n, m in seq.named_modules()}
+    arrays = {k: v.detach().cpu().numpy() for k, v in seq.state_dict().items()}
+    ops = program.lower(describe(seq, names, arrays), arrays)
+    for op in ops:
+        for field in ("weight", "bias", "gamma", "beta"):
+            if getattr(op, field, None) is not None:
+                setattr(op, field, torch.from_numpy(getattr(op, field)))
     return ops
 
 
@@ -166,19 +95,24 @@ def describe(seq: nn.Module, names: dict[nn.Module, str], arrays: dict) -> list[
             if not _square(layer):
                 raise TypeError("no exact form for non-square, dilated or grouped convolutions")
             transposed = isinstance(layer, nn.ConvTranspose2d)
-            spec.append({"op": "conv", "weight": f"{name}.weight", "bias": None if layer.bias is None else f"{name}.bias",
+            spec.append({"op": "conv", "weight": _key(name, "weight"), "bias": None if layer.bias is None else _key(name, "bias"),
                          "stride": layer.stride[0], "padding": layer.padding[0], "transposed": transposed,
                          "output_padding": layer.output_padding[0] if transposed else 0})
         elif isinstance(layer, GDNLayer):
             c = layer.beta.numel()
-            arrays[f"{name}.gamma"] = layer.gamma_reparam(layer.gamma).detach().reshape(c, c).cpu().numpy()
-            arrays[f"{name}.beta"] = layer.beta_reparam(layer.beta).detach().cpu().numpy()
-            spec.append({"op": "gdn", "gamma": f"{name}.gamma", "beta": f"{name}.beta", "inverse": bool(layer.inverse)})
+            arrays[_key(name, "gamma")] = layer.gamma_reparam(layer.gamma).detach().reshape(c, c).cpu().numpy()
+            arrays[_key(name, "beta")] = layer.beta_reparam(layer.beta).detach().cpu().numpy()
+            spec.append({"op": "gdn", "gamma": _key(name, "gamma"), "beta": _key(name, "beta"),
+                         "inverse": bool(layer.inverse)})
         elif isinstance(layer, nn.LeakyReLU):
             spec.append({"op": "leaky_relu", "slope": layer.negative_slope})
         else:
             raise TypeError(f"no exact form for {type(layer).__name__}")
     return spec
+
+
+def _key(name: str, attr: str) -> str:
+    return f"{name}.{attr}" if name else attr
 
 
 # -- products ------------------------------------------------------------------------------------

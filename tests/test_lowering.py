@@ -30,7 +30,7 @@ def test_lowering_gives_one_operation_per_layer():
     assert not ops[1].inverse and ops[3].inverse and ops[4].slope == 0.1
     # Per output channel of the layer as trained, whatever its sub-pixel phases hold.
     trained = net[2].weight.detach().double().abs().amax(dim=(0, 2, 3))
-    assert torch.equal(ops[2].output_scale_groups(), trained)
+    assert torch.equal(torch.from_numpy(ops[2].output_scale_groups()), trained)
 
 
 def test_layers_without_an_exact_form_are_refused():

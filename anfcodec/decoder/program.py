@@ -39,8 +39,9 @@ class Conv:
         return self.weight.shape[0] // self.shuffle**2
 
     def output_scale_groups(self) -> np.ndarray:
-        """max |w| per output channel of the layer as trained (its shuffle^2 phases together)."""
-        per_phase = np.abs(self.weight).max(axis=(1, 2, 3))
+        """max |w| per output channel of the layer as trained (its shuffle^2 phases together hold each
+        of its weights once); numpy, also for the torch decoder's CPU tensors."""
+        per_phase = np.abs(np.asarray(self.weight)).max(axis=(1, 2, 3))
         return per_phase.reshape(self.channels, self.shuffle**2).max(axis=1)
 
 
@@ -95,7 +96,7 @@ def lower(spec: list[dict], arrays) -> list[Op]:
                 ops.append(Conv(w, b, s, (p, p)))
                 continue
             if k - 2 * p + layer["output_padding"] != s:
-                raise ValueError("no exact form for a transposed convolution that does not map n to stride * n")
+                raise TypeError("no exact form for a transposed convolution that does not map n to stride * n")
             w, before, after = subpixel_kernel(w, s, p)
             ops.append(Conv(w, None if b is None else np.repeat(b, s * s), 1, (before, after), s))
         elif kind == "gdn":
