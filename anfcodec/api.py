@@ -6,7 +6,6 @@ image I/O (imageio) -> model.compress (models/) -> symbols to chunks
 """
 from __future__ import annotations
 
-import warnings
 import zlib
 
 import numpy as np
@@ -14,11 +13,14 @@ import torch
 from PIL import Image
 
 from . import container as fmt
-from . import entropy_coding as ec
 from . import residual
 from .bitstream import DecodeError, chunks_to_symbols, symbols_to_chunks
+from .decoder.decode import apply_residual as _apply_residual
+from .decoder.decode import check_and_split
+from .decoder.decode import metadata as _metadata
+from .decoder.decode import planes as _planes
 from .exact import ExactnessError
-from .imageio import (DEFAULT_MAX_PIXELS, ImageError, decode_plane, encode_plane, join_image, open_image, pad_edge,
+from .imageio import (DEFAULT_MAX_PIXELS, encode_plane, join_image, open_image, pad_edge,
                       split_image)
 from .metrics import psnr
 from .ratecontrol import RateReport, search, top_step
@@ -91,13 +93,6 @@ def encode(image, quality: float | None = None, model_id: str | None = None, dev
         res = residual.encode(_planes(pic.rgb, pic.mode), _planes(lossy, pic.mode), max_error)
         extra.append((fmt.RESIDUAL_CHUNK if res.weights is None else fmt.RESIDUAL_CONTEXT_CHUNK, res.pack()))
     return _pack(pic, model, quality, streams, extra, tile_wh)
-
-
-def _planes(rgb: np.ndarray, mode: str) -> np.ndarray:
-    """The planes the near-lossless layer corrects: the one gray plane of L/LA images, else RGB."""
-    if mode in ("L", "LA"):
-        return np.asarray(Image.fromarray(rgb, "RGB").convert("L"))[..., None]
-    return rgb
 
 
 def encode_to_target(image, target_bpp: float | None = None, max_bytes: int | None = None,
@@ -253,21 +248,7 @@ def decode(data: bytes, device: str | None = None, max_pixels: int = DEFAULT_MAX
     find_entry(hd.model_id, hd.weights_hash)   # clear error before any model work
     with phase("load"):
         model = load_model(hd.model_id, device or default_device(), weights_hash=hd.weights_hash)
-    if hd.pad_multiple != model.pad_multiple:
-        raise fmt.FormatError(f"pad multiple {hd.pad_multiple} does not match model {hd.model_id}")
-    if hd.mode not in ("RGB", "L", "RGBA", "LA"):
-        raise fmt.FormatError(f"unsupported colour mode {hd.mode!r}")
-    if not QUALITY_MIN <= hd.quality <= model.num_qualities:
-        raise fmt.FormatError(f"quality {hd.quality:g} outside {QUALITY_MIN:g}..{model.num_qualities} of {hd.model_id}")
-    alpha = None
-    if hd.mode in ("RGBA", "LA"):
-        try:
-            alpha = decode_plane(c.chunk(fmt.ALPHA_CHUNK), hd.width, hd.height)
-        except ImageError as e:
-            raise DecodeError(f"ALPH: {e}") from None
-    layers = [t for t, _ in c.chunks if t in fmt.RESIDUAL_CHUNKS]
-    if len(layers) > 1:
-        raise fmt.FormatError("more than one residual layer (RESC/RESI chunk)")
+    alpha, layers = check_and_split(c, model)
     layer = layers[0] if layers else None
     rgb = _synthesize(model, c, hd, model.decompress_float if fast and layer is None else model.decompress,
                       progress)
@@ -301,27 +282,3 @@ def _synthesize(model, c: fmt.Container, hd: fmt.Header, synthesis, progress=Non
         if progress is not None:
             progress(i + 1, len(boxes))
     return rgb
-
-
-def _apply_residual(res: residual.Residual, rgb: np.ndarray, mode: str) -> np.ndarray:
-    try:
-        planes, exact = residual.decode(res, _planes(rgb, mode))
-    except (residual.ResidualError, ec.EntropyCodingError) as e:
-        raise DecodeError(f"residual layer: {e}") from None
-    if not exact:
-        warnings.warn("the lossy layer decoded differently from the encoder's on this machine: "
-                      f"a few samples may be off by {res.tau + 1} instead of at most {res.tau}")
-    return np.repeat(planes, 3, axis=2) if planes.shape[2] == 1 else planes
-
-
-def _metadata(c: fmt.Container, ctype: bytes) -> bytes | None:
-    """An ancillary metadata chunk's content; a damaged one is dropped (it is ancillary), never fatal."""
-    found = [p for t, p in c.chunks if t == ctype]
-    if len(found) != 1:
-        return None
-    if ctype == fmt.ICC_CHUNK:
-        try:
-            return zlib.decompressobj().decompress(found[0], 1 << 24) or None
-        except zlib.error:
-            return None
-    return found[0] or None

@@ -16,15 +16,12 @@ import torch
 
 from . import container as fmt
 from . import entropy_coding as ec
+from .decoder.model import DecodeError  # noqa: F401 (both decoders raise the one class)
 from .exact import ExactnessError
 from .models.anfic import Symbols
 from .models.checkerboard import anchor_mask
 from .models.msanfic import REGION, MSSymbols
 from .timing import phase
-
-
-class DecodeError(ValueError):
-    """The file is well-formed but its content does not decode consistently."""
 
 
 def _tables(model, name: str = "entropy_bottleneck") -> ec.FactorizedTables:

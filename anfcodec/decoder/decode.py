@@ -32,6 +32,21 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, progress=None) -> 
     if hd.width * hd.height > max_pixels:
         raise fmt.FormatError(f"file declares {hd.width}x{hd.height} pixels, above the limit of {max_pixels}")
     model = load_model(hd.model_id, hd.weights_hash)
+    alpha, layers = check_and_split(c, model)
+    rgb = synthesize(model, c, hd, progress)
+    if layers:
+        try:
+            res = residual.Residual.unpack(c.chunk(layers[0]), context=layers[0] == fmt.RESIDUAL_CONTEXT_CHUNK)
+        except residual.ResidualError as e:
+            raise DecodeError(f"{layers[0].decode()}: {e}") from None
+        rgb = apply_residual(res, rgb, hd.mode)
+    return join_image(rgb, hd.mode, alpha, metadata(c, fmt.ICC_CHUNK), metadata(c, fmt.EXIF_CHUNK))
+
+
+def check_and_split(c: fmt.Container, model) -> tuple[np.ndarray | None, list[bytes]]:
+    """What both decoders check of a file against its model before decoding it, and what they
+    take apart from the lossy image: (the alpha plane or None, the residual layer's chunk types)."""
+    hd = c.header
     if hd.pad_multiple != model.pad_multiple:
         raise fmt.FormatError(f"pad multiple {hd.pad_multiple} does not match model {hd.model_id}")
     if hd.mode not in ("RGB", "L", "RGBA", "LA"):
@@ -47,14 +62,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, progress=None) -> 
     layers = [t for t, _ in c.chunks if t in fmt.RESIDUAL_CHUNKS]
     if len(layers) > 1:
         raise fmt.FormatError("more than one residual layer (RESC/RESI chunk)")
-    rgb = synthesize(model, c, hd, progress)
-    if layers:
-        try:
-            res = residual.Residual.unpack(c.chunk(layers[0]), context=layers[0] == fmt.RESIDUAL_CONTEXT_CHUNK)
-        except residual.ResidualError as e:
-            raise DecodeError(f"{layers[0].decode()}: {e}") from None
-        rgb = apply_residual(res, rgb, hd.mode)
-    return join_image(rgb, hd.mode, alpha, metadata(c, fmt.ICC_CHUNK), metadata(c, fmt.EXIF_CHUNK))
+    return alpha, layers
 
 
 def synthesize(model: DecoderModel, c: fmt.Container, hd: fmt.Header, progress=None) -> np.ndarray:

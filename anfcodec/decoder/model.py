@@ -8,7 +8,6 @@ scale-table indices and means, the latent symbols pass by pass, and the image (`
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import numpy as np
 from .. import entropy_coding as ec
 from .. import ptfile
 from .. import container as fmt
-from ..zoo import WEIGHTS_DIR, ModelNotFound, find_entry
+from ..zoo import WEIGHTS_DIR, ModelNotFound, find_entry, sha256_file
 from . import program as prog
 from .nets import ACT_BITS, ExactNet, to_grid
 from .synthesis import Synthesis
@@ -26,14 +25,6 @@ LOG_SCALE_MIN, LOG_SCALE_MAX = -4.0, 6.0  # the log-scale range of the entropy p
 
 class DecodeError(ValueError):
     """The file is well-formed but its content does not decode consistently."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def anchor_mask(height: int, width: int) -> np.ndarray:
@@ -72,7 +63,7 @@ class DecoderModel:
                                 "torch-free decoder (make decoder-programs)")
         files = [(wdir / entry["file"], entry["sha256"]), (wdir / entry["decoder"]["file"], entry["decoder"]["sha256"])]
         for path, digest in files:
-            if _sha256(path) != digest:
+            if sha256_file(path) != digest:
                 raise ModelNotFound(f"{path} is damaged: its SHA-256 does not match the manifest")
         program, derived = prog.load(files[1][0])
         return cls(program, {**ptfile.load_state_dict(files[0][0]), **derived}, model_id)

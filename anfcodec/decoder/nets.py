@@ -75,13 +75,7 @@ class Product:
                 v = v.astype(np.float64)
             if self.bias is not None:
                 v += self.bias
-            v = v.reshape(b, r1 - r0, w_out, self.c_out)
-            v = v if columns is None else columns(v)
-            v = v if shuffle == 1 else shuffle_nhwc(v, shuffle)
-            v = v if pixels is None else pixels(v)
-            if out is None:
-                out = np.empty((b, h_out * shuffle, w_out * shuffle, v.shape[-1]), dtype=v.dtype)
-            out[:, r0 * shuffle:r1 * shuffle] = v
+            out = _place(out, v.reshape(b, r1 - r0, w_out, self.c_out), r0, r1, h_out, shuffle, columns, pixels)
         return out
 
 
@@ -113,13 +107,20 @@ class Product:
                 v = v.astype(np.float64)
             if self.bias is not None:
                 v += self.bias
-            v = v if columns is None else columns(v)
-            v = v if shuffle == 1 else shuffle_nhwc(v, shuffle)
-            v = v if pixels is None else pixels(v)
-            if out is None:
-                out = np.empty((b, h_out * shuffle, w_out * shuffle, v.shape[-1]), dtype=v.dtype)
-            out[:, r0 * shuffle:r1 * shuffle] = v
+            out = _place(out, v, r0, r1, h_out, shuffle, columns, pixels)
         return out
+
+
+def _place(out, v: np.ndarray, r0: int, r1: int, h_out: int, shuffle: int, columns, pixels) -> np.ndarray:
+    """A strip's products (output rows r0..r1 of h_out): ``columns``, the pixel shuffle, ``pixels``,
+    written into the output (allocated at the first strip)."""
+    v = v if columns is None else columns(v)
+    v = v if shuffle == 1 else shuffle_nhwc(v, shuffle)
+    v = v if pixels is None else pixels(v)
+    if out is None:
+        out = np.empty((v.shape[0], h_out * shuffle, v.shape[2], v.shape[-1]), dtype=v.dtype)
+    out[:, r0 * shuffle:r1 * shuffle] = v
+    return out
 
 
 def _abs_max(a: np.ndarray) -> float:
