@@ -121,3 +121,12 @@ def test_the_package_and_the_pillow_plugin_decode_without_torch(tmp_path):
         "print('ok')\n")
     out = subprocess.run([sys.executable, "-c", code, str(f)], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_the_cli_decodes_every_golden_file_without_torch(tmp_path):
+    code = BLOCK_TORCH + "from anfcodec.cli import main\nmain()\n"
+    for f in sorted(GOLDEN.glob("*.anf")):
+        out = tmp_path / (f.stem + ".png")
+        r = subprocess.run([sys.executable, "-c", code, "decode", str(f), "-o", str(out)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(f.with_suffix(".png")))), f.name
