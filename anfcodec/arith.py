@@ -332,7 +332,7 @@ _MADE: dict[tuple, Backend] = {}
 _FORCED: list[str] = []
 CACHE_ENV = "ANFCODEC_ARITH_CACHE"
 # Raised when the code changes what the candidates cost, so that older measurements are not reused
-# (2: the allocator keeps freed blocks, which sped the float32 forms more than float64).
+# (2: session 20, whose float32 results of conv32 and context lattices change what each costs).
 CHOICE_REVISION = 2
 _SPEED_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR")
 
