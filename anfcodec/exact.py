@@ -25,17 +25,13 @@ from torch import nn
 from . import arith
 from .lowering import GDN, Conv, LeakyReLU, Product, abs_max, conv_strips, lower
 
-ACT_BITS = 10       # entropy parameters: activations on a 2^-10 grid
-WEIGHT_BITS = 14    # entropy parameters: weights on a 2^-14 grid
-SYNTH_ACT_BITS = 14     # synthesis: activations (image and latent features) on a 2^-14 grid
-SYNTH_WEIGHT_BITS = 16  # synthesis: weights on a 2^-16 grid
-_EXACT_LIMIT = 2.0**52
+# The grids (entropy parameters 2^-10 / 2^-14, synthesis 2^-14 / 2^-16) and the error are the
+# format's, defined once with the torch-free decoder.
+from .decoder.nets import ACT_BITS, SYNTH_ACT_BITS, SYNTH_WEIGHT_BITS, WEIGHT_BITS, ExactnessError  # noqa: E402,F401
+from .decoder.nets import EXACT_LIMIT as _EXACT_LIMIT  # noqa: E402
+
 BAND_BYTES = 8 << 20  # widest activation of one band when a size-keeping network runs band by band
 GDN_BAND_BYTES = 4 << 20  # rows of one GDN pass: x^2 and the norm of a band stay in cache
-
-
-class ExactnessError(ArithmeticError):
-    """An intermediate value left the range where float64 integer arithmetic is exact."""
 
 
 def to_grid(x: torch.Tensor, bits: int = ACT_BITS) -> torch.Tensor:

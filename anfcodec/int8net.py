@@ -47,9 +47,10 @@ from .lowering import Conv, Product, conv_strips, lower
 from .lowering import GDN as GDNOp
 from .lowering import LeakyReLU as LeakyOp
 
-WIDE_LIMIT = 32639   # two balanced int8 digits reach 127 + 127 * 256
-NARROW_LIMIT = 127
-SQ_LIMIT = 65535     # GDN's x^2: 16 bits
+# Two balanced int8 digits reach 127 + 127 * 256; one reaches 127; GDN's x^2 has 16 bits.
+from .decoder.nets import NARROW_LIMIT, SQ_LIMIT, WIDE_LIMIT  # noqa: E402
+from .decoder.nets import wide_inputs as nets_wide_inputs  # noqa: E402
+
 _CONV = (nn.Conv2d, nn.ConvTranspose2d)
 
 
@@ -75,9 +76,8 @@ def scale_count(model) -> int:
 
 
 def wide_inputs(name: str, modules: list[nn.Module]) -> set[int]:
-    """Indices of the convolutions with 16-bit (two-digit) inputs."""
-    convs = [i for i, m in enumerate(modules) if isinstance(m, _CONV)]
-    return {convs[0]} | ({convs[-1]} if name == "g_s1_branch" else set())
+    """Indices of the convolutions with 16-bit (two-digit) inputs (``decoder.nets.wide_inputs``)."""
+    return nets_wide_inputs(name, [isinstance(m, _CONV) for m in modules])
 
 
 class Int8Conv:

@@ -90,9 +90,9 @@ class ConvTranspose2d(nn.ConvTranspose2d):
             nn.functional.conv2d(nn.functional.pad(x, (before, after, before, after)), weight, bias), s)
 
     def _maps_n_to_stride_n(self) -> bool:
+        from .lowering import _square
         k, s, p, op = self.kernel_size[0], self.stride[0], self.padding[0], self.output_padding[0]
-        return len({*self.kernel_size}) == len({*self.stride}) == 1 and self.groups == 1 \
-            and self.dilation == (1, 1) and k - 2 * p + op == s
+        return _square(self) and k - 2 * p + op == s
 
     def _subpixel(self):
         """The sub-pixel kernel, rebuilt whenever the weights change (training, loading)."""

@@ -20,7 +20,7 @@ from . import program as prog
 from .nets import ACT_BITS, ExactNet, to_grid
 from .synthesis import Synthesis
 
-LOG_SCALE_MIN, LOG_SCALE_MAX = -4.0, 6.0  # the log-scale range of the entropy parameters (``anfic``)
+LOG_SCALE_MIN, LOG_SCALE_MAX = -4.0, 6.0  # the log-scale range of the entropy parameters (both decoders)
 
 
 class DecodeError(ValueError):

@@ -13,8 +13,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .program import GDN, Conv, LeakyReLU, Op
 
-ACT_BITS, WEIGHT_BITS = 10, 14             # the entropy parameters' grids (``anfcodec.exact``)
-SYNTH_ACT_BITS, SYNTH_WEIGHT_BITS = 14, 16  # the synthesis's
+ACT_BITS, WEIGHT_BITS = 10, 14             # the entropy parameters' grids: activations, weights
+SYNTH_ACT_BITS, SYNTH_WEIGHT_BITS = 14, 16  # the synthesis's (image and latent features)
 EXACT_LIMIT = 2.0**52
 WIDE_LIMIT, NARROW_LIMIT, SQ_LIMIT = 32639, 127, 65535  # the int8 synthesis's (``anfcodec.int8net``)
 STRIP_BYTES = 8 << 20  # one strip's unfolded input
@@ -242,10 +242,10 @@ class Int8Conv:
         return out.reshape(*sq.shape[:-1], g.c_out)
 
 
-def wide_inputs(name: str, ops: list[Op]) -> set[int]:
-    """Indices of the convolutions with 16-bit (two-digit) inputs: every network's first, and the
-    last of g_s1's branch (``int8net.wide_inputs``)."""
-    convs = [i for i, op in enumerate(ops) if isinstance(op, Conv)]
+def wide_inputs(name: str, is_conv: list[bool]) -> set[int]:
+    """Indices of the convolutions with 16-bit (two-digit) inputs among a network's layers (True
+    where a layer is a convolution): every network's first, and the last of g_s1's branch."""
+    convs = [i for i, c in enumerate(is_conv) if c]
     return {convs[0]} | ({convs[-1]} if name == "g_s1_branch" else set())
 
 
@@ -259,7 +259,7 @@ class Int8Net:
 
     def __init__(self, name: str, ops: list[Op], scales: list[float]):
         amax = dict(zip([i for i, op in enumerate(ops) if isinstance(op, (Conv, GDN))], scales, strict=True))
-        wide = wide_inputs(name, ops)
+        wide = wide_inputs(name, [isinstance(op, Conv) for op in ops])
         self.convs = []
         for i, op in enumerate(ops):
             if isinstance(op, Conv):

@@ -36,8 +36,10 @@ from ..layers import (BlockTransformAnalysis, BlockTransformSynthesis, HyperAnal
 # (x2.18) from 0.0004 to CompressAI's quality-7 lambda, so that quality 1 reaches ~0.15 bpp on
 # Kodak; the top end belongs to the near-lossless mode, which codes the flow's residual instead.
 DEFAULT_LAMBDAS = (0.0004, 0.00087, 0.0019, 0.0041, 0.0090, 0.0196, 0.0427, 0.0932)
-LOG_SCALE_MIN, LOG_SCALE_MAX = -4.0, 6.0
-GAIN_BITS = 24  # per-quality scalars of the exact decoder (1/gain, post-filter strength) on a 2^-24 grid
+# The log-scale range of the entropy parameters, and the 2^-24 grid of the exact decoder's
+# per-quality scalars (1/gain, post-filter strength): the format's, defined with the torch-free decoder.
+from ..decoder.model import LOG_SCALE_MAX, LOG_SCALE_MIN  # noqa: E402
+from ..decoder.synthesis import GAIN_BITS  # noqa: E402
 
 
 # The encoder's transforms only choose the latents: the entropy parameters and the whole decoder
