@@ -1,10 +1,10 @@
 """Symbols <-> chunk payloads for each model family: the step between the model and the container.
 
 ANFIC writes two chunks per image (or tile): ``HLAT`` (hyperlatent) and ``LATN``
-(latent). The checkerboard model writes the same two, with ``LATN`` in two
-passes: the anchors, then the other positions, whose parameters depend on the
-decoded anchors. MS-ANFIC writes the split map first, then its coarse scale, then the
-fine one: ``SPLT``, ``CHYP``, ``CLAT``, ``HLAT``, ``LATN``. The decoder rebuilds
+(latent), its positions in the passes the model names (``latent_passes``). The
+checkerboard model has two: the anchors, then the other positions, whose
+parameters depend on the decoded anchors. MS-ANFIC writes the split map first, then its coarse scale, then the
+fine one (its two checkerboard passes restricted to the fine regions): ``SPLT``, ``CHYP``, ``CLAT``, ``HLAT``, ``LATN``. The decoder rebuilds
 each scale's entropy parameters in the same order the encoder used them (the
 fine hyperprior is conditioned on the decoded coarse latent) and checks each
 scale's table-index CRC before decoding its latent.
@@ -19,7 +19,6 @@ from . import entropy_coding as ec
 from .decoder.model import DecodeError  # noqa: F401 (both decoders raise the one class)
 from .exact import ExactnessError
 from .models.anfic import Symbols
-from .models.checkerboard import anchor_mask
 from .models.msanfic import REGION, MSSymbols
 from .timing import phase
 
@@ -46,23 +45,16 @@ def symbols_to_chunks(model, sym) -> list[tuple[bytes, bytes]]:
     if isinstance(sym, MSSymbols):
         split = sym.split.cpu().numpy().astype(bool)
         up = np.repeat(np.repeat(split, 2, 0), 2, 1)
+        fine_passes = [up & m for m in model.latent_passes(up.shape)]
         coarse = split.all()  # no coarse region: CHYP and CLAT are empty
         return [(fmt.SPLIT_CHUNK, fmt.pack_split(REGION, ec.split_checksum(split), ec.encode_split(split))),
                 (fmt.COARSE_HYPER_CHUNK, b"" if coarse else
                  _tables(model, "entropy_bottleneck_c").encode(sym.coarse.hyper.cpu().numpy())),
                 (fmt.COARSE_LATENT_CHUNK, b"" if coarse else _latent_payload(model, sym.coarse, [~split])),
                 (fmt.HYPER_CHUNK, _tables(model).encode(sym.fine.hyper.cpu().numpy())),
-                (fmt.LATENT_CHUNK, _latent_payload(model, sym.fine, [up]))]
+                (fmt.LATENT_CHUNK, _latent_payload(model, sym.fine, fine_passes))]
     return [(fmt.HYPER_CHUNK, _tables(model).encode(sym.hyper.cpu().numpy())),
-            (fmt.LATENT_CHUNK, _latent_payload(model, sym, _passes(model, sym.latent.shape[1:])))]
-
-
-def _passes(model, shape) -> list[np.ndarray]:
-    """The position masks a model's LATN stream visits in turn: all at once, or anchors then the rest."""
-    if model.arch == "anfic-ckbd":
-        anchor = anchor_mask(*shape).numpy()
-        return [anchor, ~anchor]
-    return [np.ones(shape, dtype=bool)]
+            (fmt.LATENT_CHUNK, _latent_payload(model, sym, model.latent_passes(sym.latent.shape[1:])))]
 
 
 def _latent_payload(model, sym: Symbols, passes: list[np.ndarray]) -> bytes:
@@ -83,7 +75,7 @@ def chunks_to_symbols(model, chunks: dict[bytes, bytes], width: int, height: int
     _require(chunks, fmt.HYPER_CHUNK, fmt.LATENT_CHUNK)
     h_sym = _hyper(model, "entropy_bottleneck", chunks[fmt.HYPER_CHUNK], hshape, device)
     first = _params("HLAT", model.hyper_decode, h_sym)
-    passes = _passes(model, yshape[1:])
+    passes = model.latent_passes(yshape[1:])
     if len(passes) == 1:
         return _latent(model, "LATN", chunks[fmt.LATENT_CHUNK], h_sym, [(passes[0], lambda _: first)], device)
     mu_anchor = torch.round(first[1]).double()
@@ -115,7 +107,7 @@ def _ms_symbols(model, chunks: dict, hshape, yshape, device) -> MSSymbols:
         hc_sym = torch.zeros(hc_shape, dtype=torch.int32, device=device)
         idx_c, mu_c = _params("CHYP", model.coarse_params, hc_sym)
         coarse = Symbols(hc_sym, torch.zeros(cshape, dtype=torch.int32, device=device), idx_c[0],
-                         model.coding_offset(mu_c)[0])
+                         model.coding_offset(mu_c)[0], mu_c)
     else:
         hc_sym = _hyper(model, "entropy_bottleneck_c", chunks[fmt.COARSE_HYPER_CHUNK], hc_shape, device)
         idx_c, mu_c = _params("CHYP", model.coarse_params, hc_sym)
@@ -123,9 +115,18 @@ def _ms_symbols(model, chunks: dict, hshape, yshape, device) -> MSSymbols:
                          device)
     yc_hat = (coarse.latent.double() + torch.round(mu_c[0]).double()) * torch.from_numpy(~split).to(device)
     h_sym = _hyper(model, "entropy_bottleneck", chunks[fmt.HYPER_CHUNK], hshape, device)
-    idx, mu = _params("HLAT", lambda h: model.hyper_decode(h, model.context(yc_hat)), h_sym)
+    v_grid = model.context(yc_hat)
+    first = _params("HLAT", lambda h: model.hyper_decode(h, v_grid), h_sym)
+    mu_anchor = torch.round(first[1]).double()
     up = np.repeat(np.repeat(split, 2, 0), 2, 1)
-    fine = _latent(model, "LATN", chunks[fmt.LATENT_CHUNK], h_sym, [(up, lambda _: (idx, mu))], device)
+    up_t = torch.from_numpy(up).to(device).double()[None, None]
+
+    def with_context(y_sym: np.ndarray):  # the fine regions' anchors are decoded: every position's parameters
+        y_round = torch.from_numpy(y_sym).to(device).double()[None] + mu_anchor
+        return _params("LATN", lambda h: model.hyper_decode(h, v_grid, y_round, up_t), h_sym)
+    anchors, others = (up & m for m in model.latent_passes(up.shape))
+    fine = _latent(model, "LATN", chunks[fmt.LATENT_CHUNK], h_sym, [(anchors, lambda _: first),
+                                                                    (others, with_context)], device)
     return MSSymbols(fine, coarse, torch.from_numpy(split.astype(np.uint8)).to(device))
 
 

@@ -19,12 +19,12 @@ from roundtrip import assert_same_symbols, check_round_trip
 from test_models import check_inverse
 
 MS_ID = "ms-anfic-test"
-ANFIC_ID = "anfic-n128-m256"
+BASE_ID = "anfic-ckbd-n128-m256"  # the checkerboard-context release it grows from
 
 
 @pytest.fixture(scope="module")
 def ms_model(tmp_path_factory):
-    base = zoo.manifest(zoo.WEIGHTS_DIR)["models"][ANFIC_ID]  # grown from the single-scale release
+    base = zoo.manifest(zoo.WEIGHTS_DIR)["models"][BASE_ID]  
     ms = MSANFIC.from_single_scale(zoo.load_state_dict_file(zoo.WEIGHTS_DIR / base["file"]), base["config"])
     yield from installed_model(tmp_path_factory, ms, MS_ID)
 
@@ -48,7 +48,7 @@ def _file(model, img, quality, split=None) -> tuple[bytes, object]:
 
 
 def test_starts_as_the_single_scale_model(ms_model, sample_image):
-    model = zoo.load_model(ANFIC_ID, "cpu")
+    model = zoo.load_model(BASE_ID, "cpu")
     x = _x(sample_image)
     sym = ms_model.compress(x, 4.0, 0)
     assert sym.split.all()  # untrained coarse scale: the RD search keeps every region fine
@@ -57,7 +57,7 @@ def test_starts_as_the_single_scale_model(ms_model, sample_image):
     data = api.encode(sample_image, quality=4, refine=0, model_id=MS_ID)
     groups = fmt.unpack(data).streams()[0]
     assert groups[b"CHYP"] == b"" and groups[b"CLAT"] == b""
-    single = api.encode(sample_image, quality=4, refine=0, model_id=ANFIC_ID)
+    single = api.encode(sample_image, quality=4, refine=0, model_id=BASE_ID)
     assert len(data) - len(single) < 80  # the split map and three chunk frames
     assert np.array_equal(np.asarray(api.decode(data)), np.asarray(api.decode(single)))
 

@@ -30,7 +30,7 @@ def test_a_run_trains_stops_at_max_steps_and_resumes(tmp_path, arch):
         synthetic_image(96, 96, seed=i).save(data / f"p{i}.png")
     cls = ARCHITECTURES[arch]
     config = cls.from_config({"arch": arch, "N": 16, "M": 64, "hyper_N": 16, "qe_width": 8,
-                              **({"coarse_M": 32, "coarse_hyper_N": 16} if arch == "ms-anfic" else {})}).config
+                              **({"coarse_M": 32, "coarse_hyper_N": 16, "split_N": 16} if arch == "ms-anfic" else {})}).config
     opts = TrainOptions(run_dir=tmp_path / "run", data=data, crop=64, batch=2, val_size=64, max_steps=3,
                         config=config.to_dict(), threads=torch.get_num_threads(), bf16=False, lr_final=1e-5)
     train(opts)
@@ -55,11 +55,14 @@ def test_a_run_trains_stops_at_max_steps_and_resumes(tmp_path, arch):
     assert sum('"val_loss"' in line for line in log) == 4  # a validation at the end of each invocation
 
 
-def test_ms_anfic_grows_from_single_scale_weights(tmp_path):
+def test_ms_anfic_grows_from_checkerboard_weights(tmp_path):
     import torch
-    from anfcodec.models import ANFIC, ANFICConfig, MSANFIC
-    single = ANFIC(ANFICConfig(N=16, M=64, hyper_N=16, qe_width=8))
-    ms = MSANFIC.from_config({"arch": "ms-anfic", "N": 16, "M": 64, "hyper_N": 16, "qe_width": 8})
+    from anfcodec.models import ANFIC, ANFICConfig, ANFICCheckerboard, CheckerboardConfig, MSANFIC
+    small = {"N": 16, "M": 64, "hyper_N": 16, "qe_width": 8, "context_N": 16, "fusion_N": 32}
+    single = ANFICCheckerboard(CheckerboardConfig(**small))
+    ms = MSANFIC.from_config({"arch": "ms-anfic", **small})
+    with pytest.raises(ValueError, match="checkerboard"):  # the plain ANFIC has no context to keep
+        ms.init_from(ANFIC(ANFICConfig(N=16, M=64, hyper_N=16, qe_width=8)).state_dict())
     ms.init_from(single.state_dict())
     for name, p in single.state_dict().items():
         q = ms.state_dict()[name]
@@ -115,17 +118,17 @@ def test_extending_the_qualities_trains_only_the_new_ones(tmp_path):
 def test_a_frozen_base_trains_only_the_modules_the_grown_model_added(tmp_path):
     import torch
     from conftest import synthetic_image
-    from anfcodec.models import ANFIC, ANFICConfig, MSANFIC
+    from anfcodec.models import ANFICCheckerboard, CheckerboardConfig, MSANFIC
     from anfcodec.training.train import train, train_only_fresh_modules
     data = tmp_path / "photos"
     data.mkdir()
     for i in range(3):
         synthetic_image(96, 96, seed=i).save(data / f"p{i}.png")
-    small = {"N": 16, "M": 64, "hyper_N": 16, "qe_width": 8}
-    base = ANFIC(ANFICConfig(**small))
+    small = {"N": 16, "M": 64, "hyper_N": 16, "qe_width": 8, "context_N": 16, "fusion_N": 32}
+    base = ANFICCheckerboard(CheckerboardConfig(**small))
     torch.save(base.state_dict(), tmp_path / "base.pt")
     opts = TrainOptions(run_dir=tmp_path / "run", data=data, crop=64, batch=2, val_size=64, max_steps=3,
-                        config={**ANFICConfig(**small).to_dict(), "arch": "ms-anfic"}, init=tmp_path / "base.pt",
+                        config={**CheckerboardConfig(**small).to_dict(), "arch": "ms-anfic"}, init=tmp_path / "base.pt",
                         threads=torch.get_num_threads(), bf16=False, freeze_base=True)
     train(opts)
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["model"]
@@ -139,5 +142,6 @@ def test_a_frozen_base_trains_only_the_modules_the_grown_model_added(tmp_path):
             assert state[name][masks[name]].abs().max() > 0, name
         elif not name.startswith(start.fresh_modules):
             assert torch.equal(state[name], v), name  # the base, gains and entropy tables included
+    from anfcodec.models import ANFIC, ANFICConfig
     with pytest.raises(ValueError, match="adds no modules"):
-        train_only_fresh_modules(base)
+        train_only_fresh_modules(ANFIC(ANFICConfig(N=16, M=64, hyper_N=16, qe_width=8)))

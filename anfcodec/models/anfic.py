@@ -24,6 +24,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 from ..entropy_models import SCALE_MIN, EntropyBottleneck, GaussianConditional, scale_table, update_registered_buffers
@@ -54,14 +55,18 @@ def encoder_autocast_dtype(device_type: str = "cpu") -> torch.dtype | None:
     keeps float32, e.g. to compare with or reproduce an earlier encode."""
     if os.environ.get("ANFCODEC_ENCODER_FP32") == "1":
         return None
+    return torch.bfloat16 if native_bf16(device_type) else None
+
+
+def native_bf16(device_type: str) -> bool:
+    """Whether the hardware computes bfloat16 natively. Elsewhere it is emulated: on a 2-core AVX2
+    EPYC an MS-ANFIC training step under bf16 autocast took 30 s, against 3.5 s in float32."""
     try:
         if device_type == "cuda":
-            native = torch.cuda.is_bf16_supported()
-        else:
-            native = device_type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+            return torch.cuda.is_bf16_supported()
+        return device_type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     except (AttributeError, RuntimeError):
-        native = False
-    return torch.bfloat16 if native else None
+        return False
 
 
 def log_scale_thresholds(table: torch.Tensor) -> torch.Tensor:
@@ -394,6 +399,10 @@ class ANFIC(nn.Module):
         scale_index, mu = self.hyper_decode(h_sym, torch.round(y))
         y_sym = (torch.round(y) - torch.round(mu) if self.config.quantizer == "fixed" else torch.round(y - mu)).int()
         return Symbols(h_sym[0].int(), y_sym[0], scale_index[0], self.coding_offset(mu)[0], mu)
+
+    def latent_passes(self, shape: tuple[int, int]) -> list[np.ndarray]:
+        """The position masks (bool [H, W]) a latent stream visits in turn: here all at once."""
+        return [np.ones(shape, dtype=bool)]
 
     def coding_offset(self, mu: torch.Tensor) -> torch.Tensor:
         """Mean of each symbol's coding distribution (float64): mu's fractional part on the fixed grid."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -121,6 +122,11 @@ class ANFICCheckerboard(ANFIC):
         program["context"] = describe(self.context_prediction, names, arrays)
         program["fusion"] = describe(self.entropy_fusion, names, arrays)
         return program, arrays
+
+    def latent_passes(self, shape: tuple[int, int]) -> list[np.ndarray]:
+        """The anchors, then the other positions (whose parameters see the decoded anchors)."""
+        anchor = anchor_mask(*shape).numpy()
+        return [anchor, ~anchor]
 
     def derive_means(self, symbols: Symbols) -> torch.Tensor:
         h = symbols.hyper[None] if symbols.hyper.dim() == 3 else symbols.hyper

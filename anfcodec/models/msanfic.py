@@ -1,31 +1,34 @@
-"""MS-ANFIC: ANFIC with a two-scale latent, a latent split unit and per-scale conditional hyperpriors.
+"""MS-ANFIC: the checkerboard model with a two-scale latent, a latent split network and per-scale
+conditional hyperpriors.
 
-The flow (``z2``, the gained latent ``y = z2 * gain`` at 1/16) is ANFIC's. On top of it::
+The flow (``z2``, the gained latent ``y = z2 * gain`` at 1/16) and the fine scale's two-pass
+checkerboard context are the checkerboard model's. On top of them::
 
-    y_c   = split_down(y)                 coarse latent, 1/32: each 2x2 block of y -> one position
+    y_c   = split_down(y)                 coarse latent, 1/32: the latent split network
     split = 1 per 32x32-pixel region coded at the fine scale, 0 at the coarse scale
     coarse regions: y_hat = split_up(round(y_c))     under the coarse hyperprior (h_a_c, h_s_c)
-    fine regions:   y_hat = round(y)                  under the fine hyperprior, conditioned on
-    v = split_up(round(y_c) * (1 - split))            the coarse scale's representation: v joins
-                                                      the input of h_a and of h_s's last layer
+    fine regions:   y_hat = round(y)                  under the fine hyperprior and the context,
+    v = split_up(round(y_c) * (1 - split))            conditioned on the coarse scale: v joins the
+                                                      input of h_a and of h_s's last layer
 
-Each region is coded at exactly one scale; the other scale's positions there are
-masked out and cost nothing. ``split_down``/``split_up`` (the latent split unit)
-start as an orthonormal 2x2 average of the lowest-frequency channels and its
-transpose, so the coarse scale is a learned projection of the fine latent; the
-masking is the coarse scale's quantization, and everything else stays invertible.
+Each region is coded at exactly one scale; the other scale's positions there are masked out
+and cost nothing. The latent split network (``split_down``) and the coarse synthesis
+(``split_up``) are each a fixed 2x2 orthonormal projection of the lowest-frequency channels
+plus a nonlinear branch (convolutions and leaky ReLUs, as in the paper's LSUnit type B) whose
+last layer starts at zero. The checkerboard context sees the decoded anchors of fine regions only.
 
-The split map is decided by the encoder with a rate-distortion search per region
-(rate of each scale's symbols + lambda * latent-domain distortion, which the
-near-orthonormal block transform makes a proxy for pixel distortion), the way
-HEVC picks coding-unit sizes. It is side information (one bit per region), so the
-decoder needs no split network. Training makes the same decision per batch and
-also trains the coarse scale everywhere (a small auxiliary term), so that it
-becomes competitive where it is not yet chosen.
+The split map is the encoder's decision, on true costs (``choose_split``): per region, the
+entropy models' bits of each scale's symbols (the coarse hyperlatent's share included) plus
+lambda times the pixel squared error after the decoder; then the whole image coded with that
+map must beat all-fine in real bits and decoded pixels, else the image is coded all-fine. It is
+side information (one bit per region, range-coded), so the decoder needs no split network.
+Training makes the same per-region decision with its float networks and also trains the coarse
+scale everywhere (a small auxiliary term), so that it becomes competitive where it is not yet
+chosen.
 
-Built from single-scale ANFIC weights (``from_single_scale``), the extra
-conditioning weights start at zero: with every region fine it codes exactly as
-ANFIC does.
+Grown from checkerboard weights (``from_single_scale``), the conditioning weights start at zero
+and an untrained coarse scale loses every whole-image comparison: at step 0 the model codes
+exactly as its base.
 """
 from __future__ import annotations
 
@@ -36,17 +39,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..entropy_models import EntropyBottleneck
-from ..exact import ACT_BITS, SYNTH_ACT_BITS, SYNTH_WEIGHT_BITS, ExactSequential, to_grid
+from ..exact import ACT_BITS, SYNTH_ACT_BITS, SYNTH_WEIGHT_BITS, WEIGHT_BITS, ExactSequential, to_grid
 from ..layers import conv, deconv, dct_atoms
-from .anfic import ANFIC, LOG_SCALE_MAX, LOG_SCALE_MIN, ANFICConfig, Symbols
+from .anfic import LOG_SCALE_MAX, LOG_SCALE_MIN, Symbols
+from .checkerboard import ANFICCheckerboard, CheckerboardConfig, anchor_mask
 
 REGION = 32  # pixels per split-map cell side: one coarse latent position
 
 
 @dataclass
-class MSANFICConfig(ANFICConfig):
+class MSANFICConfig(CheckerboardConfig):
     coarse_M: int = 128       # coarse latent channels
     coarse_hyper_N: int = 64  # coarse hyperlatent channels
+    split_N: int = 128        # hidden width of the split network's nonlinear branches
     aux_weight: float = 0.2   # training: weight of coding the coarse scale everywhere
 
     arch_name = "ms-anfic"
@@ -61,25 +66,69 @@ class MSSymbols:
     split: torch.Tensor  # uint8 [H/2, W/2] (latent units): 1 = the region is coded at the fine scale
 
 
-class MSANFIC(ANFIC):
+class SplitDown(nn.Module):
+    """The latent split network: y [M, H, W] -> y_c [M_c, H/2, W/2]. A 2x2 orthonormal projection
+    (``linear``, fixed at its start) plus a nonlinear branch whose last layer starts at zero."""
+
+    def __init__(self, m: int, mc: int, hidden: int):
+        super().__init__()
+        self.linear = nn.Conv2d(m, mc, 2, stride=2, bias=False)
+        self.branch = nn.Sequential(conv(m, hidden, 3, 1), nn.LeakyReLU(inplace=True),
+                                    nn.Conv2d(hidden, hidden, 2, stride=2), nn.LeakyReLU(inplace=True),
+                                    conv(hidden, mc, 3, 1))
+        nn.init.zeros_(self.branch[-1].weight)
+        nn.init.zeros_(self.branch[-1].bias)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.linear(y) + self.branch(y)
+
+
+class SplitUp(nn.Module):
+    """The coarse synthesis: y_c -> its fine-latent reconstruction [M, H, W]. The projection's
+    transpose plus a nonlinear branch whose last layer starts at zero. The decoder runs it in
+    fixed point (both parts on one grid, summed)."""
+
+    def __init__(self, m: int, mc: int, hidden: int):
+        super().__init__()
+        self.linear = nn.ConvTranspose2d(mc, m, 2, stride=2, bias=False)
+        self.branch = nn.Sequential(conv(mc, hidden, 3, 1), nn.LeakyReLU(inplace=True),
+                                    nn.ConvTranspose2d(hidden, hidden, 2, stride=2), nn.LeakyReLU(inplace=True),
+                                    conv(hidden, m, 3, 1))
+        nn.init.zeros_(self.branch[-1].weight)
+        nn.init.zeros_(self.branch[-1].bias)
+
+    def forward(self, yc: torch.Tensor) -> torch.Tensor:
+        return self.linear(yc) + self.branch(yc)
+
+
+class ExactSplitUp:
+    """``SplitUp`` in fixed point: integers on the 2^-act_bits grid in and out."""
+
+    def __init__(self, up: SplitUp, act_bits: int, weight_bits: int):
+        self.linear = ExactSequential(up.linear, act_bits, weight_bits)
+        self.branch = ExactSequential(up.branch, act_bits, weight_bits)
+
+    def __call__(self, a: torch.Tensor) -> torch.Tensor:
+        return self.linear(a) + self.branch(a)
+
+
+class MSANFIC(ANFICCheckerboard):
     arch = MSANFICConfig.arch_name
-    # Modules that ANFIC weights do not have: training gives them the larger learning rate.
+    # Modules that checkerboard weights do not have: training gives them the larger learning rate.
     fresh_modules = ("split_down.", "split_up.", "h_a_c.", "h_s_c.", "entropy_bottleneck_c.")
 
     def __init__(self, config: MSANFICConfig | None = None):
         cfg = config or MSANFICConfig()
-        if cfg.quantizer != "fixed":
-            raise ValueError("MS-ANFIC codes latents on the fixed integer grid only")
         super().__init__(cfg)
         m, mc, nh = cfg.M, cfg.coarse_M, cfg.hyper_N
         # Conditional fine hyperprior: v (M channels) joins h_a's input and h_s's last layer.
         self.h_a.net[0] = conv(2 * m, nh, 3, 1)
         self.h_s.net[4] = conv(nh * 3 // 2 + m, 2 * m, 3, 1)
-        self.split_down = nn.Conv2d(m, mc, 2, stride=2, bias=False)
-        self.split_up = nn.ConvTranspose2d(mc, m, 2, stride=2, bias=False)
+        self.split_down = SplitDown(m, mc, cfg.split_N)
+        self.split_up = SplitUp(m, mc, cfg.split_N)
         with torch.no_grad():
-            self.split_down.weight.copy_(self._initial_split(m, mc, cfg.block))
-            self.split_up.weight.copy_(self.split_down.weight)
+            self.split_down.linear.weight.copy_(self._initial_split(m, mc, cfg.block))
+            self.split_up.linear.weight.copy_(self.split_down.linear.weight)
         self.h_a_c = nn.Sequential(conv(mc, cfg.coarse_hyper_N, 3, 1), nn.LeakyReLU(inplace=True),
                                    conv(cfg.coarse_hyper_N, cfg.coarse_hyper_N))
         self.h_s_c = nn.Sequential(deconv(cfg.coarse_hyper_N, cfg.coarse_hyper_N), nn.LeakyReLU(inplace=True),
@@ -107,7 +156,7 @@ class MSANFIC(ANFIC):
     @staticmethod
     def _initial_split(m: int, mc: int, block: int) -> torch.Tensor:
         """[mc, m, 2, 2]: the coarse channels are 2x2 orthonormal averages of the lowest-frequency
-        fine channels (luma first, then all chroma), so split_up(split_down(y)) is a projection."""
+        fine channels (luma first, then all chroma), so linear_up(linear_down(y)) is a projection."""
         atoms = dct_atoms(m, block)
         luma = [i for i, (plane, _, _) in enumerate(atoms) if plane == 0]
         chroma = [i for i, (plane, _, _) in enumerate(atoms) if plane != 0]
@@ -119,22 +168,22 @@ class MSANFIC(ANFIC):
 
     @classmethod
     def from_single_scale(cls, state: dict, config: dict) -> "MSANFIC":
-        """An MS-ANFIC whose fine scale is the given ANFIC weights; new conditioning starts at zero."""
+        """An MS-ANFIC whose fine scale is the given checkerboard weights; new conditioning starts at zero."""
         model = cls(MSANFICConfig.from_dict({**config, "arch": cls.arch}))
         model.init_from(state)
         return model
 
     def init_from(self, state: dict) -> None:
-        """Load MS-ANFIC weights, or grow single-scale ANFIC weights (no ``split_down``) into this model."""
-        if "split_down.weight" in state:
+        """Load MS-ANFIC weights, or grow checkerboard weights (no ``split_down``) into this model."""
+        if any(k.startswith("split_down.") for k in state):
             self.load_state_dict(state)
             return
+        if "context_prediction.weight" not in state:
+            raise ValueError("MS-ANFIC grows from checkerboard-context weights (anfic-ckbd)")
         own = self.state_dict()
         merged = dict(own)
         for k, v in state.items():
-            if k in own and own[k].shape == v.shape:
-                merged[k] = v
-            elif k in ("h_a.net.0.weight", "h_s.net.4.weight"):  # widened inputs: old part, zeros for v
+            if k in ("h_a.net.0.weight", "h_s.net.4.weight"):  # widened inputs: old part, zeros for v
                 w = torch.zeros_like(own[k])
                 w[:, : v.shape[1]] = v
                 merged[k] = w
@@ -147,30 +196,32 @@ class MSANFIC(ANFIC):
         body = self._run(self.h_s.net[:4], h_hat)
         return self._run(self.h_s.net[4], torch.cat([body, v], 1))
 
-    @staticmethod
-    def _sigma(log_sigma: torch.Tensor) -> torch.Tensor:
-        return torch.exp(log_sigma.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX))
+    def _fine_float(self, h_hat: torch.Tensor, v: torch.Tensor, y_hat: torch.Tensor, up: torch.Tensor):
+        """Float (mu, sigma) of the fine latent: the conditional hyperprior, and at the non-anchors
+        the context of the fine regions' anchors."""
+        base = self._fine_hyper_synthesis(h_hat, v)
+        anchor = anchor_mask(*y_hat.shape[-2:], device=y_hat.device).to(y_hat.dtype)
+        ctx = self._run(self.context_prediction, y_hat * anchor * up)
+        return self._float_parameters(base + self._run(self.entropy_fusion, torch.cat([base, ctx], 1)) * (1 - anchor))
+
+    def _coarse_float(self, hc_hat: torch.Tensor):
+        return self._float_parameters(self._run(self.h_s_c, hc_hat))
 
     def _exact(self) -> dict:
         if self._exact_ms is None:
             self._exact_ms = {"h_s_body": ExactSequential(self.h_s.net[:4]), "h_s_head": ExactSequential(self.h_s.net[4]),
-                              "h_s_c": ExactSequential(self.h_s_c), "context": ExactSequential(self.split_up),
-                              "split_up": ExactSequential(self.split_up, SYNTH_ACT_BITS, SYNTH_WEIGHT_BITS)}
+                              "h_s_c": ExactSequential(self.h_s_c),
+                              "context": ExactSplitUp(self.split_up, ACT_BITS, WEIGHT_BITS),
+                              "split_up": ExactSplitUp(self.split_up, SYNTH_ACT_BITS, SYNTH_WEIGHT_BITS)}
         return self._exact_ms
-
-    def _exact_params(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact network output -> (mu fp32, scale-table indices)."""
-        mu, log_sigma = out.chunk(2, dim=1)
-        log_sigma = log_sigma.clamp(LOG_SCALE_MIN * 2**ACT_BITS, LOG_SCALE_MAX * 2**ACT_BITS)
-        return (mu * 2.0**-ACT_BITS).float(), self.scale_index(log_sigma)
 
     @torch.inference_mode()
     def coarse_params(self, hc_sym: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Coarse hyperlatent symbols -> (scale indices, means) of the coarse latent, bit-exact."""
         hc_sym = hc_sym if hc_sym.dim() == 4 else hc_sym[None]
         eb = self.entropy_bottleneck_c
-        mu, idx = self._exact_params(self._exact()["h_s_c"](to_grid(eb.dequantize(hc_sym, eb._get_medians()))))
-        return idx, mu
+        mu, log_sigma = self._split_exact(self._exact()["h_s_c"](to_grid(eb.dequantize(hc_sym, eb._get_medians()))))
+        return self.scale_index(log_sigma), mu
 
     @torch.inference_mode()
     def context(self, yc_hat: torch.Tensor) -> torch.Tensor:
@@ -178,38 +229,104 @@ class MSANFIC(ANFIC):
         return self._exact()["context"](to_grid(yc_hat if yc_hat.dim() == 4 else yc_hat[None]))
 
     @torch.inference_mode()
-    def hyper_decode(self, h_sym: torch.Tensor, v_grid: torch.Tensor | None = None):
-        """Fine hyperlatent symbols and the coarse context -> (scale indices, means), bit-exact."""
+    def hyper_decode(self, h_sym: torch.Tensor, v_grid: torch.Tensor | None = None,
+                     y_round: torch.Tensor | None = None, up: torch.Tensor | None = None):
+        """Fine hyperlatent symbols and the coarse context -> (scale indices, means), bit-exact.
+
+        Without ``y_round``, the anchors' parameters; with it (its anchors in the fine regions
+        ``up`` are read), every position's."""
         h_sym = h_sym if h_sym.dim() == 4 else h_sym[None]
         eb = self.entropy_bottleneck
-        body = self._exact()["h_s_body"](to_grid(eb.dequantize(h_sym, eb._get_medians())))
-        if v_grid is None:
-            v_grid = body.new_zeros(body.shape[0], self.config.M, *body.shape[2:])
-        mu, idx = self._exact_params(self._exact()["h_s_head"](torch.cat([body, v_grid], 1)))
-        return idx, mu
+        key = (h_sym, v_grid)
+        last = self.__dict__.get("_last_fine")
+        if last is not None and all(a is b or (a is not None and b is not None and a.shape == b.shape
+                                                and torch.equal(a, b)) for a, b in zip(last[0], key)):
+            out = last[1]
+        else:
+            body = self._exact()["h_s_body"](to_grid(eb.dequantize(h_sym, eb._get_medians())))
+            v = body.new_zeros(body.shape[0], self.config.M, *body.shape[2:]) if v_grid is None else v_grid
+            out = self._exact()["h_s_head"](torch.cat([body, v], 1))
+            self._last_fine = (tuple(None if t is None else t.clone() for t in key), out)
+        if y_round is not None:
+            out = out.clone()
+            anchor = anchor_mask(*y_round.shape[-2:], device=y_round.device).double()
+            mask = anchor if up is None else anchor * up.double()
+            for rows, cols, correction in self._exact_corrections(to_grid(y_round.double() * mask), out):
+                out[:, :, rows, cols] += correction
+        mu, log_sigma = self._split_exact(out)
+        return self.scale_index(log_sigma), mu
+
+    def derive_means(self, symbols: Symbols) -> torch.Tensor:
+        raise NotImplementedError("MS-ANFIC's fine means depend on the coarse scale: use dequantize")
 
     # -- the split decision --------------------------------------------------------------
     def _bits(self, values: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         gc = self.gaussian_conditional
         return -torch.log2(gc.likelihood_lower_bound(gc._likelihood(values, sigma, means=mu)))
 
-    def split_decision(self, y: torch.Tensor, gain: torch.Tensor, lmbda: torch.Tensor, fine_bits: torch.Tensor,
-                       coarse_bits: torch.Tensor, coarse_rec: torch.Tensor) -> torch.Tensor:
-        """1 per region where fine coding costs no more than coarse (bits + lambda * distortion), else 0.
-
-        Distortion is the squared error of the flow latent z2 = y / gain, which the near-orthonormal
-        block transform makes about the pixel squared error (x in [0, 1]); hence lambda * 255^2 / 3.
-        """
-        w = (lmbda * 255.0**2 / 3).view(-1, 1, 1, 1)
-        fine_err = ((torch.round(y) - y) / gain) ** 2
-        coarse_err = ((coarse_rec - y) / gain) ** 2
-        cost_f = 4 * F.avg_pool2d((fine_bits + w * fine_err).sum(1, keepdim=True), 2)
-        cost_c = coarse_bits.sum(1, keepdim=True) + w * 4 * F.avg_pool2d(coarse_err.sum(1, keepdim=True), 2)
-        return (cost_f <= cost_c).float()
-
     @staticmethod
     def _up(split: torch.Tensor) -> torch.Tensor:
         return F.interpolate(split, scale_factor=2, mode="nearest")
+
+    def _decode_float(self, y_hat: torch.Tensor, gain: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+        """The float decoder's image (in [0, 1]) of a dequantized latent."""
+        z2_hat = y_hat / gain
+        return self._post(self._invert_first_pair(z2_hat, self._run(self.g_s2, z2_hat)), quality) + 0.5
+
+    def region_costs(self, target: torch.Tensor, y: torch.Tensor, y_c: torch.Tensor, gain: torch.Tensor,
+                     lmbda: torch.Tensor, quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fine, coarse) cost of every region [B, 1, H/2, W/2], in bits: the entropy models' bits of
+        that scale's symbols there (all-fine hyperprior and context for the fine scale; the coarse
+        scale's with its hyperlatent's bits shared out over the regions) plus lambda * 255^2 / 3
+        times the region's pixel squared error after the float decoder, against ``target``."""
+        medians = self.entropy_bottleneck._get_medians()
+        zeros = torch.zeros_like(y)
+        ones = torch.ones_like(y[:, :1])
+        y_round = torch.round(y)
+        h0 = self.entropy_bottleneck.quantize(self._run(self.h_a, torch.cat([y, zeros], 1)), "dequantize", medians)
+        mu0, sigma0 = self._fine_float(h0, zeros, y_round, ones)
+        fine_bits = F.avg_pool2d(self._bits(y_round, mu0, sigma0).sum(1, keepdim=True), 2) * 4
+        ebc = self.entropy_bottleneck_c
+        hc, hc_lik = ebc(self._run(self.h_a_c, y_c), training=False)
+        mu_c, sigma_c = self._coarse_float(hc)
+        yc_round = torch.round(y_c)
+        hc_share = (-torch.log2(hc_lik)).flatten(1).sum(1).view(-1, 1, 1, 1) / (y_c.shape[-2] * y_c.shape[-1])
+        coarse_bits = self._bits(yc_round, mu_c, sigma_c).sum(1, keepdim=True) + hc_share
+        w = (lmbda * 255.0**2 / 3).view(-1, 1, 1, 1) * REGION**2
+
+        def region_error(y_hat: torch.Tensor) -> torch.Tensor:
+            err = ((self._decode_float(y_hat, gain, quality).clamp(0, 1) - target) ** 2).sum(1, keepdim=True)
+            return F.avg_pool2d(err, REGION)
+        return (fine_bits + w * region_error(y_round),
+                coarse_bits + w * region_error(self.split_up(yc_round)))
+
+    @torch.inference_mode()
+    def choose_split(self, y: torch.Tensor, y_c: torch.Tensor, quality: float) -> torch.Tensor:
+        """The encoder's split map [1, 1, H/2, W/2] (1 = fine) on true costs.
+
+        Per region, the cheaper scale by ``region_costs`` against the image the decoder makes of the
+        unquantized latent (the encoder's refinement makes it the input). Then the whole image: the
+        map is kept only if coding it costs fewer bits (every chunk's symbols, by the coding tables)
+        plus lambda * 255^2 / 3 * squared error of the decoded pixels than coding it all-fine."""
+        q = torch.tensor([quality], dtype=torch.float32, device=y.device)
+        gain, lmbda = self.gain(q), self.lmbda(q)
+        target = self._decode_float(y, gain, q).clamp(0, 1)
+        cost_f, cost_c = self.region_costs(target, y, y_c, gain, lmbda, q)
+        split = (cost_f <= cost_c).float()
+        if split.all():
+            return split
+        fine = torch.ones_like(split)
+        costs = [self.coded_cost(self._symbols(y, y_c, s), target, quality) for s in (fine, split)]
+        return split if costs[1] < costs[0] else fine
+
+    def coded_cost(self, sym: MSSymbols, target: torch.Tensor, quality: float) -> float:
+        """Bits of everything ``sym`` codes (split map at one bit per region when it has a coarse region)
+        plus lambda * 255^2 / 3 times the squared error of its float decode against ``target``."""
+        q = torch.tensor([quality], dtype=torch.float32, device=target.device)
+        bits = sum(float((-torch.log2(v)).sum()) for v in self.likelihoods(sym).values())
+        bits += 0 if sym.split.all() else sym.split.numel()
+        rec = self._decode_float(self.dequantize(sym).float(), self.gain(q), q).clamp(0, 1)
+        return bits + float(self.lmbda(q)) * 255.0**2 / 3 * float(((rec - target) ** 2).sum())
 
     # -- training ---------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, quality: torch.Tensor) -> dict:
@@ -220,35 +337,29 @@ class MSANFIC(ANFIC):
         x1, z2 = self.flow_forward(x - 0.5)
         y = z2 * gain
         y_c = self.split_down(y)
-        hc_hat, hc_lik = self.entropy_bottleneck_c(self._run(self.h_a_c, y_c))
-        mu_c, log_sigma_c = self._run(self.h_s_c, hc_hat).chunk(2, 1)
-        sigma_c = self._sigma(log_sigma_c)
-        yc_round = torch.round(y_c)
-        yc_hat = y_c + (yc_round - y_c).detach()
-        with torch.no_grad():  # the encoder's decision, with the fine hyperprior as if no region were coarse
-            medians = self.entropy_bottleneck._get_medians()
-            zeros = torch.zeros_like(y)
-            h0 = self.entropy_bottleneck.quantize(self._run(self.h_a, torch.cat([y, zeros], 1)), "dequantize", medians)
-            mu0, log_sigma0 = self._fine_hyper_synthesis(h0, zeros).chunk(2, 1)
-            split = self.split_decision(y, gain, lmbda, self._bits(torch.round(y), mu0, self._sigma(log_sigma0)),
-                                        self._bits(yc_round, mu_c, sigma_c), self.split_up(yc_round))
-        up = self._up(split)
-        v = self.split_up(yc_hat * (1 - split))
+        with torch.no_grad():  # the encoder's per-region decision, on the float networks
+            cost_f, cost_c = self.region_costs(x, y, y_c, gain, lmbda, quality)
+            split = (cost_f <= cost_c).float()
+        up, coarse = self._up(split), 1 - split
+        hc_hat, hc_lik = self.entropy_bottleneck_c(self._run(self.h_a_c, y_c * coarse))
+        mu_c, sigma_c = self._coarse_float(hc_hat)
+        yc_hat = y_c + (torch.round(y_c) - y_c).detach()
+        v = self.split_up(yc_hat * coarse)
+        y_ste = y + (torch.round(y) - y).detach()
         h_hat, h_lik = self.entropy_bottleneck(self._run(self.h_a, torch.cat([y * up, v], 1)))
-        mu, log_sigma = self._fine_hyper_synthesis(h_hat, v).chunk(2, 1)
-        _, y_lik = self.gaussian_conditional(y, self._sigma(log_sigma), means=mu)
+        mu, sigma = self._fine_float(h_hat, v, y_ste, up)
+        _, y_lik = self.gaussian_conditional(y, sigma, means=mu)
         _, yc_lik = self.gaussian_conditional(y_c, sigma_c, means=mu_c)
-        y_hat = up * (y + (torch.round(y) - y).detach()) + (1 - up) * v
+        y_hat = up * y_ste + (1 - up) * v
         x_hat, x2 = self._reconstruct(x1, y_hat, gain, quality)
         # The coarse scale coded everywhere, hyperlatent included, on a detached copy of y: it
         # keeps learning where the split does not pick it yet, without pulling on the flow.
         yd = y.detach()
         ycd = self.split_down(yd)
         hcd_hat, hcd_lik = self.entropy_bottleneck_c(self._run(self.h_a_c, ycd))
-        mu_cd, log_sigma_cd = self._run(self.h_s_c, hcd_hat).chunk(2, 1)
+        mu_cd, sigma_cd = self._coarse_float(hcd_hat)
         rec_d = self.split_up(ycd + (torch.round(ycd) - ycd).detach())
-        aux_bits = (self._bits(ycd, mu_cd, self._sigma(log_sigma_cd)).flatten(1).sum(1)
-                    - torch.log2(hcd_lik).flatten(1).sum(1))
+        aux_bits = (self._bits(ycd, mu_cd, sigma_cd).flatten(1).sum(1) - torch.log2(hcd_lik).flatten(1).sum(1))
         # The gains are detached too: with a detached numerator, (.../gain)^2 would send every gain
         # only a push towards finer steps, strongest where the coarse projection drops detail.
         aux_err = (((rec_d - yd) / gain.detach()) ** 2).flatten(1).sum(1)
@@ -294,7 +405,7 @@ class MSANFIC(ANFIC):
             return torch.where(coded > 0, gc.likelihood_lower_bound(lik), torch.ones_like(lik))
 
         def hyper(eb, h_sym: torch.Tensor) -> torch.Tensor:
-            return eb(eb.dequantize(h_sym[None], eb._get_medians()))[1]
+            return eb(eb.dequantize(h_sym[None], eb._get_medians()), training=False)[1]
         h_coarse = hyper(self.entropy_bottleneck_c, sym.coarse.hyper)
         if sym.split.all():
             h_coarse = torch.ones_like(h_coarse)
@@ -309,40 +420,35 @@ class MSANFIC(ANFIC):
     def quantize(self, z2: torch.Tensor, quality: float, split: torch.Tensor | None = None) -> MSSymbols:
         """Latent z2 -> both scales' symbols and the split map at ``quality``.
 
-        The split map is the RD search's unless ``split`` ([H/2, W/2] in latent units, 1 = fine)
+        The split map is ``choose_split``'s unless ``split`` ([H/2, W/2] in latent units, 1 = fine)
         imposes one (tests, or an external split predictor).
         """
         q = torch.tensor([quality], dtype=torch.float32, device=z2.device)
-        gain, lmbda = self.gain(q), self.lmbda(q)
-        y = z2 * gain
+        y = z2 * self.gain(q)
         y_c = self.split_down(y)
-        ebc = self.entropy_bottleneck_c
-        hc_sym = ebc.quantize(self.h_a_c(y_c), "symbols", ebc._get_medians())
-        idx_c, mu_c = self.coarse_params(hc_sym)
-        tables = self.scale_values().float()
-        yc_round = torch.round(y_c)
-        eb = self.entropy_bottleneck
         if split is None:
-            zeros = torch.zeros_like(y)
-            idx0, mu0 = self.hyper_decode(eb.quantize(self.h_a(torch.cat([y, zeros], 1)), "symbols",
-                                                      eb._get_medians()))
-            split = self.split_decision(y, gain, lmbda, self._bits(torch.round(y), mu0, tables[idx0.long()]),
-                                        self._bits(yc_round, mu_c, tables[idx_c.long()]), self.split_up(yc_round))
-        else:
-            split = split.to(y).view(1, 1, *y_c.shape[2:])
-        up = self._up(split)
-        yc_hat = yc_round * (1 - split)
-        v_grid = self.context(yc_hat)
+            split = self.choose_split(y, y_c, quality)
+        return self._symbols(y, y_c, split.to(y).view(1, 1, *y_c.shape[2:]))
+
+    def _symbols(self, y: torch.Tensor, y_c: torch.Tensor, split: torch.Tensor) -> MSSymbols:
+        """Both scales' symbols for a split map [1, 1, H/2, W/2]; the coarse hyperlatent sees the
+        coarse regions only, and is not coded at all when there is none."""
+        coarse, up = 1 - split, self._up(split)
+        ebc, eb = self.entropy_bottleneck_c, self.entropy_bottleneck
+        hc_sym = ebc.quantize(self.h_a_c(y_c * coarse), "symbols", ebc._get_medians())
+        if split.all():
+            hc_sym = torch.zeros_like(hc_sym)
+        idx_c, mu_c = self.coarse_params(hc_sym)
+        yc_round = torch.round(y_c)
+        v_grid = self.context(yc_round * coarse)
         h_sym = eb.quantize(self.h_a(torch.cat([y * up, (v_grid * 2.0**-ACT_BITS).float()], 1)), "symbols",
                             eb._get_medians())
-        idx, mu = self.hyper_decode(h_sym, v_grid)
-        y_sym = ((torch.round(y) - torch.round(mu)) * up).int()
-        yc_sym = ((yc_round - torch.round(mu_c)) * (1 - split)).int()
-        if split.all():  # no coarse region: the coarse scale is not coded at all, not even its hyperlatent
-            hc_sym = torch.zeros_like(hc_sym)
-            idx_c, mu_c = self.coarse_params(hc_sym)
-        return MSSymbols(Symbols(h_sym[0].int(), y_sym[0], idx[0], self.coding_offset(mu)[0]),
-                         Symbols(hc_sym[0].int(), yc_sym[0], idx_c[0], self.coding_offset(mu_c)[0]),
+        y_round = torch.round(y)
+        idx, mu = self.hyper_decode(h_sym, v_grid, y_round, up)
+        y_sym = ((y_round - torch.round(mu)) * up).int()
+        yc_sym = ((yc_round - torch.round(mu_c)) * coarse).int()
+        return MSSymbols(Symbols(h_sym[0].int(), y_sym[0], idx[0], self.coding_offset(mu)[0], mu),
+                         Symbols(hc_sym[0].int(), yc_sym[0], idx_c[0], self.coding_offset(mu_c)[0], mu_c),
                          split[0, 0].to(torch.uint8))
 
     @torch.inference_mode()
@@ -350,9 +456,14 @@ class MSANFIC(ANFIC):
         """Symbols -> the dequantized fine latent y_hat [1, M, H, W], float64, exact (2^-14 grid)."""
         split = sym.split[None, None].double()
         up = self._up(split)
-        _, mu_c = self.coarse_params(sym.coarse.hyper)
+        mu_c = sym.coarse.mu if sym.coarse.mu is not None else self.coarse_params(sym.coarse.hyper)[1]
         yc_hat = (sym.coarse.latent[None].double() + torch.round(mu_c).double()) * (1 - split)
-        _, mu = self.hyper_decode(sym.fine.hyper, self.context(yc_hat))
+        mu = sym.fine.mu
+        if mu is None:
+            v_grid = self.context(yc_hat)
+            mu_anchor = self.hyper_decode(sym.fine.hyper, v_grid)[1]
+            y_round = sym.fine.latent[None].double() + torch.round(mu_anchor).double()  # exact at the anchors
+            mu = self.hyper_decode(sym.fine.hyper, v_grid, y_round, up)[1]
         coarse = self._exact()["split_up"](to_grid(yc_hat, SYNTH_ACT_BITS)) * 2.0**-SYNTH_ACT_BITS
         fine = sym.fine.latent[None].double() + torch.round(mu).double()
         return torch.where(up > 0, fine, coarse)
@@ -366,8 +477,12 @@ class MSANFIC(ANFIC):
     def decompress_float(self, symbols: MSSymbols, quality: float) -> torch.Tensor:
         return self.synthesize_float(self.dequantize(symbols).float(), quality)
 
+    def decoder_program(self) -> None:
+        """None: the torch-free decoder does not run MS-ANFIC yet (its files decode with torch)."""
+        return None
+
     def train(self, mode: bool = True):
-        self._exact_ms = None
+        self._exact_ms = self.__dict__["_last_fine"] = None
         return super().train(mode)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
@@ -377,10 +492,10 @@ class MSANFIC(ANFIC):
             from ..entropy_models import update_registered_buffers
             update_registered_buffers(self.entropy_bottleneck_c, "entropy_bottleneck_c", present, state_dict,
                                       policy="resize")
-        self._exact_ms = None
+        self._exact_ms = self.__dict__["_last_fine"] = None
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def update_tables(self) -> None:
         super().update_tables()
         self.entropy_bottleneck_c.update(force=True)
-        self._exact_ms = None
+        self._exact_ms = self.__dict__["_last_fine"] = None

@@ -94,7 +94,6 @@ def export(checkpoint: Path | dict, weights_dir: Path, model_id: str, make_defau
     entry = {
         "file": path.name,
         "sha256": digest,
-        "decoder": write_decoder_program(model, path),
         "config": state["config"],
         "parameters": sum(p.numel() for p in model.parameters()),
         "training": {
@@ -106,6 +105,9 @@ def export(checkpoint: Path | dict, weights_dir: Path, model_id: str, make_defau
             "data": TRAIN_DATA_NOTE,
         },
     }
+    program = write_decoder_program(model, path)
+    if program is not None:
+        entry["decoder"] = program
     mpath = weights_dir / MANIFEST
     man = json.loads(mpath.read_text()) if mpath.exists() else {"format": 1, "models": {}}
     replaced = man["models"].get(model_id)
@@ -119,11 +121,15 @@ def export(checkpoint: Path | dict, weights_dir: Path, model_id: str, make_defau
     return entry
 
 
-def write_decoder_program(model, weights_path: Path) -> dict:
+def write_decoder_program(model, weights_path: Path) -> dict | None:
     """The torch-free decoder's program of a model (``ANFIC.decoder_program``) beside its weights
-    file, named after it: the manifest entry's ``decoder`` (file and SHA-256)."""
+    file, named after it: the manifest entry's ``decoder`` (file and SHA-256). None for a model
+    the torch-free decoder does not run (its files need the torch decoder)."""
     from ..decoder import program as prog
-    spec, arrays = model.decoder_program()
+    described = model.decoder_program()
+    if described is None:
+        return None
+    spec, arrays = described
     path = Path(weights_path).with_suffix(".decoder.npz")
     prog.save(path, spec, arrays)
     os.chmod(path, 0o644)
@@ -140,7 +146,9 @@ def export_decoder_programs(weights_dir: Path | None = None) -> list[str]:
     written = []
     for model_id, entry in [*man["models"].items(), *((e["id"], e) for e in man.get("previous", []))]:
         model = load_model(model_id, weights_dir=str(wdir), weights_hash=bytes.fromhex(entry["sha256"][:16]))
-        entry["decoder"] = write_decoder_program(model, wdir / entry["file"])
-        written.append(entry["decoder"]["file"])
+        program = write_decoder_program(model, wdir / entry["file"])
+        if program is not None:
+            entry["decoder"] = program
+            written.append(program["file"])
     mpath.write_text(json.dumps(man, indent=2) + "\n")
     return written
