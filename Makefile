@@ -5,7 +5,7 @@ BIN      = $(VENV)/bin
 DATA    ?= ../shared/data
 MINUTES ?= 60
 
-.PHONY: install demo test test-sweep test-fast bench bench-generations bench-high-rate bench-speed bench-speed-fast bench-speed-int8 bench-speed-768 bench-speed-avx2 bench-memory bench-floor train train-fast export export-fast decoder-programs clean fuzz determinism ablation-ms ablation-ms-long ablation-bench
+.PHONY: install demo test test-sweep test-fast bench bench-generations bench-high-rate bench-speed bench-speed-fast bench-speed-int8 bench-speed-768 bench-speed-avx2 bench-memory bench-floor train train-fast export export-fast decoder-programs clean fuzz determinism ablation-ms
 
 $(BIN)/anfcodec: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -100,35 +100,27 @@ fuzz: install  ## the long hostile-input run (issue: reliability): 20000 cases p
 determinism: install  ## encode/decode across thread counts and ISA paths on all of $(DATA)/kodak, q 1,4,8
 	$(BIN)/python tests/test_determinism.py $(DATA)/kodak
 
-# MS-ANFIC against ANFIC at equal steps, data, crops, seed and LR schedule, both grown from the
-# single-scale release a65e4d78 (weights/anfic-n128-m256.pt, 15344 steps); each arm's final weights are
-# benchmarked on Kodak at all qualities. ablation-ms-long then continues both arms by the same steps.
-# Each arm trains to its step count however long that takes (no wall-clock stop: an arm cut short
-# would be exported and benched at fewer steps); an interrupted run resumes where it stopped.
-ABL_BASE  ?= weights/anfic-n128-m256.pt
-ABL_END   ?= 18844
-ABL_WDIR  ?= runs/ablation-weights
-ABL2_END  ?= 21844
-ABL2_WDIR ?= runs/ablation2-weights
-ablation-ms: install  ## equal-step MS-ANFIC vs ANFIC ablation -> docs/bench/ablation-{anfic,ms}/
-	for arm in anfic ms-anfic; do \
-	  nice -n 10 $(BIN)/anfcodec train --run-dir runs/abl-$$arm --arch $$arm --init $(ABL_BASE) --data $(DATA)/train \
-	    --lr 1e-4 --lr-final 1e-5 --max-steps $(ABL_END) --minutes 100000 --seed 0 || exit 1; \
-	  $(BIN)/anfcodec export runs/abl-$$arm/last.pt --weights-dir $(ABL_WDIR) --model-id abl-$$arm || exit 1; \
+# The redone multiscale ablation (issue 22), both arms from the shipped checkerboard release at
+# the same steps, data, crops, seed and LR schedule: the base continued, and MS-ANFIC grown from it
+# with the base frozen (fix c's first stage: only the coarse scale and the conditioning train).
+# Each arm's final weights are then benchmarked on Kodak (ABL3_BENCH: extra bench options, e.g.
+# --limit 4 --qualities 1,2,4,6,8). Each arm trains to its step count however long that takes; an
+# interrupted run resumes where it stopped. The MS-ANFIC of sessions 5-7 (grown from plain ANFIC,
+# make ablation-ms then) is gone: MS-ANFIC now grows from checkerboard weights only.
+ABL3_BASE  ?= anfic-ckbd-n128-m256
+ABL3_END   ?= 33929
+ABL3_WDIR  ?= runs/abl3-weights
+ABL3_BENCH ?=
+ablation-ms: install  ## equal-step MS-ANFIC vs checkerboard-base ablation -> docs/bench/ablation3-{ckbd,ms}/
+	for arm in anfic-ckbd ms-anfic; do \
+	  nice -n 10 $(BIN)/anfcodec train --run-dir runs/abl3-$$arm --arch $$arm --init $(ABL3_BASE) --data $(DATA)/train \
+	    --lr 1e-5 --lr-final 1e-6 --max-steps $(ABL3_END) --minutes 100000 --seed 0 --threads 1 \
+	    $$(test $$arm = ms-anfic && echo --freeze-base) || exit 1; \
+	  $(BIN)/anfcodec export runs/abl3-$$arm/last.pt --weights-dir $(ABL3_WDIR) --model-id abl3-$$arm || exit 1; \
 	done
-	$(MAKE) ablation-bench WDIR=$(ABL_WDIR) TAG=abl OUT=ablation
+	ANFCODEC_WEIGHTS=$(ABL3_WDIR) $(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/ablation3-ckbd --model abl3-anfic-ckbd \
+	  --classical-from ../shared/anchors/kodak_measured.json $(ABL3_BENCH)
+	ANFCODEC_WEIGHTS=$(ABL3_WDIR) $(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/ablation3-ms --model abl3-ms-anfic \
+	  --classical-from ../shared/anchors/kodak_measured.json $(ABL3_BENCH) \
+	  --compare "checkerboard base, equal steps=docs/bench/ablation3-ckbd/bench.json"
 
-ablation-ms-long: install  ## both ablation arms +3000 steps (5e-5 -> 5e-6) -> docs/bench/ablation2-{anfic,ms}/
-	for arm in anfic ms-anfic; do \
-	  test -f runs/abl2-$$arm/last.pt || cp -r runs/abl-$$arm runs/abl2-$$arm; \
-	  nice -n 10 $(BIN)/anfcodec train --run-dir runs/abl2-$$arm --data $(DATA)/train \
-	    --lr 5e-5 --lr-final 5e-6 --max-steps $(ABL2_END) --minutes 100000 --seed 0 || exit 1; \
-	  $(BIN)/anfcodec export runs/abl2-$$arm/last.pt --weights-dir $(ABL2_WDIR) --model-id abl2-$$arm || exit 1; \
-	done
-	$(MAKE) ablation-bench WDIR=$(ABL2_WDIR) TAG=abl2 OUT=ablation2
-
-ablation-bench:
-	ANFCODEC_WEIGHTS=$(WDIR) $(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/$(OUT)-anfic --model $(TAG)-anfic \
-	  --classical-from ../shared/anchors/kodak_measured.json
-	ANFCODEC_WEIGHTS=$(WDIR) $(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/$(OUT)-ms --model $(TAG)-ms-anfic \
-	  --classical-from ../shared/anchors/kodak_measured.json --compare "ANFIC, equal steps=docs/bench/$(OUT)-anfic/bench.json"

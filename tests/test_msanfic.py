@@ -196,3 +196,36 @@ def test_the_auxiliary_coarse_term_sends_no_gradient_to_the_gains_or_the_post_fi
     for name, p in (("log_gain", model.log_gain), ("post-filter strength", model.post_filter.strength)):
         assert p.grad is None or not p.grad.any(), name
     assert any(p.grad is not None and p.grad.any() for p in model.h_s_c.parameters())  # the term does train
+
+
+@torch.no_grad()
+def test_a_split_map_is_kept_only_when_the_whole_image_costs_less_than_all_fine(ms_model, sample_image, monkeypatch):
+    x = _x(sample_image)
+    q = 4.0
+    y = ms_model.analyze(x) * ms_model.gain(torch.tensor([q]))
+    y_c = ms_model.split_down(y)
+    # The per-region costs pick the coarse scale in every other region: the whole-image comparison,
+    # on the coded bits and the decoded pixels, decides between that map and all-fine.
+    split = _checkerboard(ms_model, x)[None, None].float()
+    monkeypatch.setattr(ms_model, "region_costs", lambda *a: (split * 0 + 1 - split, split * 0 + 0.5))
+    target = ms_model._decode_float(y, ms_model.gain(torch.tensor([q])), torch.tensor([q])).clamp(0, 1)
+    costs = [ms_model.coded_cost(ms_model._symbols(y, y_c, s), target, q) for s in (torch.ones_like(split), split)]
+    chosen = ms_model.choose_split(y, y_c, q)
+    assert torch.equal(chosen, split if costs[1] < costs[0] else torch.ones_like(split))
+    # The untrained coarse scale costs more: all-fine it is, with nothing spent on the coarse scale.
+    assert costs[1] > costs[0] and chosen.all()
+
+
+@torch.no_grad()
+def test_region_costs_charge_bits_and_pixel_error_per_region(ms_model, sample_image):
+    x = _x(sample_image)
+    qt = torch.tensor([4.0])
+    gain, lmbda = ms_model.gain(qt), ms_model.lmbda(qt)
+    y = ms_model.analyze(x) * gain
+    y_c = ms_model.split_down(y)
+    cost_f, cost_c = ms_model.region_costs(x, y, y_c, gain, lmbda, qt)
+    assert cost_f.shape == cost_c.shape == (1, 1, x.shape[-2] // 32, x.shape[-1] // 32)
+    # Fine coding everywhere: the regions' costs add up to about the whole image's bits plus lambda * SSE.
+    fine = torch.ones(1, 1, *cost_f.shape[-2:])
+    whole = ms_model.coded_cost(ms_model._symbols(y, y_c, fine), x, 4.0)
+    assert float(cost_f.sum()) == pytest.approx(whole, rel=0.1)
