@@ -11,7 +11,7 @@ from PIL import Image
 
 from anfcodec import zoo
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(__import__("os").environ.get("THREADS", "2")))
 torch.set_grad_enabled(False)
 model = zoo.load_model(sys.argv[1] if len(sys.argv) > 1 else "anfic-ckbd-n64-m256-int8").requires_grad_(False)
 image = np.array(Image.open("../shared/data/kodak/kodim01.png"))
