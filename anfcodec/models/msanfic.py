@@ -66,45 +66,43 @@ class MSSymbols:
     split: torch.Tensor  # uint8 [H/2, W/2] (latent units): 1 = the region is coded at the fine scale
 
 
-class SplitDown(nn.Module):
-    """The latent split network: y [M, H, W] -> y_c [M_c, H/2, W/2]. A 2x2 orthonormal projection
-    (``linear``, fixed at its start) plus a nonlinear branch whose last layer starts at zero."""
+class ProjectionPlusBranch(nn.Module):
+    """``linear(x) + branch(x)``: a fixed-start linear map plus a nonlinear branch whose last layer
+    starts at zero, so that the sum starts as the linear map."""
 
-    def __init__(self, m: int, mc: int, hidden: int):
+    def __init__(self, linear: nn.Module, branch: nn.Sequential):
         super().__init__()
-        self.linear = nn.Conv2d(m, mc, 2, stride=2, bias=False)
-        self.branch = nn.Sequential(conv(m, hidden, 3, 1), nn.LeakyReLU(inplace=True),
-                                    nn.Conv2d(hidden, hidden, 2, stride=2), nn.LeakyReLU(inplace=True),
-                                    conv(hidden, mc, 3, 1))
+        self.linear, self.branch = linear, branch
         nn.init.zeros_(self.branch[-1].weight)
         nn.init.zeros_(self.branch[-1].bias)
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return self.linear(y) + self.branch(y)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) + self.branch(x)
 
 
-class SplitUp(nn.Module):
-    """The coarse synthesis: y_c -> its fine-latent reconstruction [M, H, W]. The projection's
-    transpose plus a nonlinear branch whose last layer starts at zero. The decoder runs it in
-    fixed point (both parts on one grid, summed)."""
+def split_down(m: int, mc: int, hidden: int) -> ProjectionPlusBranch:
+    """The latent split network: y [M, H, W] -> y_c [M_c, H/2, W/2]: a 2x2 orthonormal projection
+    (set by ``MSANFIC._initial_split``) plus a nonlinear branch."""
+    return ProjectionPlusBranch(nn.Conv2d(m, mc, 2, stride=2, bias=False),
+                                nn.Sequential(conv(m, hidden, 3, 1), nn.LeakyReLU(inplace=True),
+                                              nn.Conv2d(hidden, hidden, 2, stride=2), nn.LeakyReLU(inplace=True),
+                                              conv(hidden, mc, 3, 1)))
 
-    def __init__(self, m: int, mc: int, hidden: int):
-        super().__init__()
-        self.linear = nn.ConvTranspose2d(mc, m, 2, stride=2, bias=False)
-        self.branch = nn.Sequential(conv(mc, hidden, 3, 1), nn.LeakyReLU(inplace=True),
-                                    nn.ConvTranspose2d(hidden, hidden, 2, stride=2), nn.LeakyReLU(inplace=True),
-                                    conv(hidden, m, 3, 1))
-        nn.init.zeros_(self.branch[-1].weight)
-        nn.init.zeros_(self.branch[-1].bias)
 
-    def forward(self, yc: torch.Tensor) -> torch.Tensor:
-        return self.linear(yc) + self.branch(yc)
+def split_up(m: int, mc: int, hidden: int) -> ProjectionPlusBranch:
+    """The coarse synthesis: y_c -> its fine-latent reconstruction [M, H, W]: the projection's
+    transpose plus a nonlinear branch. The decoder runs it in fixed point (``ExactSplitUp``)."""
+    return ProjectionPlusBranch(nn.ConvTranspose2d(mc, m, 2, stride=2, bias=False),
+                                nn.Sequential(conv(mc, hidden, 3, 1), nn.LeakyReLU(inplace=True),
+                                              nn.ConvTranspose2d(hidden, hidden, 2, stride=2),
+                                              nn.LeakyReLU(inplace=True), conv(hidden, m, 3, 1)))
 
 
 class ExactSplitUp:
-    """``SplitUp`` in fixed point: integers on the 2^-act_bits grid in and out."""
+    """``split_up`` in fixed point: integers on the 2^-act_bits grid in and out, both parts on one
+    grid, summed."""
 
-    def __init__(self, up: SplitUp, act_bits: int, weight_bits: int):
+    def __init__(self, up: ProjectionPlusBranch, act_bits: int, weight_bits: int):
         self.linear = ExactSequential(up.linear, act_bits, weight_bits)
         self.branch = ExactSequential(up.branch, act_bits, weight_bits)
 
@@ -124,8 +122,8 @@ class MSANFIC(ANFICCheckerboard):
         # Conditional fine hyperprior: v (M channels) joins h_a's input and h_s's last layer.
         self.h_a.net[0] = conv(2 * m, nh, 3, 1)
         self.h_s.net[4] = conv(nh * 3 // 2 + m, 2 * m, 3, 1)
-        self.split_down = SplitDown(m, mc, cfg.split_N)
-        self.split_up = SplitUp(m, mc, cfg.split_N)
+        self.split_down = split_down(m, mc, cfg.split_N)
+        self.split_up = split_up(m, mc, cfg.split_N)
         with torch.no_grad():
             self.split_down.linear.weight.copy_(self._initial_split(m, mc, cfg.block))
             self.split_up.linear.weight.copy_(self.split_down.linear.weight)
