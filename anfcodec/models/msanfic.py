@@ -276,7 +276,9 @@ class MSANFIC(ANFICCheckerboard):
         """(fine, coarse) cost of every region [B, 1, H/2, W/2], in bits: the entropy models' bits of
         that scale's symbols there (all-fine hyperprior and context for the fine scale; the coarse
         scale's with its hyperlatent's bits shared out over the regions) plus lambda * 255^2 / 3
-        times the region's pixel squared error after the float decoder, against ``target``."""
+        times the region's pixel squared error after the float decoder, against ``target``. Where the
+        coarse bits alone cost more than fine coding in every region, the coarse cost is those bits.
+        """
         medians = self.entropy_bottleneck._get_medians()
         zeros = torch.zeros_like(y)
         ones = torch.ones_like(y[:, :1])
@@ -295,8 +297,10 @@ class MSANFIC(ANFICCheckerboard):
         def region_error(y_hat: torch.Tensor) -> torch.Tensor:
             err = ((self._decode_float(y_hat, gain, quality).clamp(0, 1) - target) ** 2).sum(1, keepdim=True)
             return F.avg_pool2d(err, REGION)
-        return (fine_bits + w * region_error(y_round),
-                coarse_bits + w * region_error(self.split_up(yc_round)))
+        cost_f = fine_bits + w * region_error(y_round)
+        if (coarse_bits >= cost_f).all():  # coarse loses everywhere on its bits alone: skip its decode
+            return cost_f, coarse_bits      # (a lower bound of its cost, with the same decision)
+        return cost_f, coarse_bits + w * region_error(self.split_up(yc_round))
 
     @torch.inference_mode()
     def choose_split(self, y: torch.Tensor, y_c: torch.Tensor, quality: float) -> torch.Tensor:
