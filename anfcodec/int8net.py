@@ -93,7 +93,7 @@ class Int8Conv:
         self.inv_s_in = float(torch.tensor(1.0 / self.s_in).float())  # the float32 requantization factor
         self.pad, self.shuffle = op.pad, op.shuffle
         self.product = Product(torch.round(op.weight / s_col.view(-1, 1, 1, 1)), None, op.stride, "int8")
-        self.product.float32_results = True  # ``__call__`` scales the integers in float32 (or widens them)
+        self.product.float32_results = True  # ``__call__`` scales them in float32 (``Int8Sequential``: not the last)
         self.scale = (self.s_in * s_col).float()   # one accumulator unit, per product column
         self.bias = bias.float()
         self.out_scale64 = self.s_in * s_col * 2.0**SYNTH_ACT_BITS  # for the grid output
@@ -105,6 +105,7 @@ class Int8Conv:
             # gamma @ x^2 as an exact 1x1 product (x^2: 16 bits, gamma: 0..127), in the backend
             # measured fastest for it: float64, or conv32 (three 8-bit planes of x^2 in float32).
             self.gamma = Product(torch.round(post.gamma / s_g[:, None]).reshape(c, c, 1, 1), None, 1, "int8-gdn")
+            self.gamma.float32_results = True  # the exact sum is rounded to float32 next
             s_sq = max(float(post_amax), 2.0**-60) ** 2 / SQ_LIMIT
             self.inv_s_sq = float(torch.tensor(1.0 / s_sq).float())
             self.norm_scale = (s_sq * s_g).float()
@@ -121,9 +122,9 @@ class Int8Conv:
         return self
 
     def quantize(self, grid: torch.Tensor) -> torch.Tensor:
-        """float64 2^-14-grid NCHW -> this convolution's integer input, NHWC (int8, or int32 if wide)."""
+        """float64 2^-14-grid NCHW -> this convolution's integer input, NHWC (int8, or float32 if wide)."""
         v = grid.permute(0, 2, 3, 1).mul(2.0**-SYNTH_ACT_BITS / self.s_in).round_().clamp_(-self.limit, self.limit)
-        return v.to(torch.int8 if self.limit == NARROW_LIMIT else torch.int32)
+        return v.to(torch.int8 if self.limit == NARROW_LIMIT else torch.float32)
 
     def __call__(self, x: torch.Tensor, nxt: "Int8Conv | None") -> torch.Tensor:
         """``x``: integer input NHWC. Returns the next convolution's integer input (NHWC), or, for the
@@ -148,9 +149,10 @@ class Int8Conv:
         return v
 
     def requantize(self, v: torch.Tensor) -> torch.Tensor:
-        """Real float32 values -> this convolution's integer input."""
+        """Real float32 values -> this convolution's integer input: int8, or for a wide (two-digit)
+        input the float32 integers themselves (digits split faster from float32 than from int32)."""
         v = v.mul_(self.inv_s_in).round_().clamp_(-self.limit, self.limit)
-        return v.to(torch.int8 if self.limit == NARROW_LIMIT else torch.int32)
+        return v.to(torch.int8) if self.limit == NARROW_LIMIT else v
 
 
 class Int8Sequential:
@@ -170,6 +172,7 @@ class Int8Sequential:
             if isinstance(op, Conv):
                 post = ops[i + 1] if i + 1 < len(ops) and not isinstance(ops[i + 1], Conv) else None
                 self.convs.append(Int8Conv(op, amax[i], i in wide, post, amax.get(i + 1, 0.0)))
+        self.convs[-1].product.float32_results = False  # the last writes the exact 2^-14 grid
 
     def __call__(self, grid: torch.Tensor) -> torch.Tensor:
         convs = [c.to(grid.device) for c in self.convs]

@@ -169,8 +169,10 @@ class Product:
         radix = 2.0 ** (8 * torch.arange(self.w_digits, dtype=torch.float64))
         self.digit_gain = (planes.abs().sum(dim=(2, 3, 4)) * radix[:, None]).sum(0).max().item() if w.numel() else 0.0
         self._winograd_gain = None  # max over (tile position, output) of sum_c |U|, on first need
-        # Set by a caller that turns the results into float32 anyway (the int8 synthesis): conv32's
-        # single-plane results, integers below 2^24, then come back as float32, skipping two passes.
+        # Set by a caller that rounds the results to float32 next anyway (the int8 synthesis between
+        # layers, GDN's x^2 @ gamma): conv32 then returns float32, skipping two passes. Its single-plane
+        # results are exact integers below 2^24; two planes combine as float32(hi * 2^bits + lo), one
+        # correctly rounded addition of exact terms, i.e. the exact integer rounded to float32.
         self.float32_results = False
 
     def to(self, device: torch.device) -> "Product":
@@ -180,12 +182,19 @@ class Product:
             self._taps = {}
         return self
 
+    def conv32_bits(self, max_abs: float) -> int:
+        """Width of conv32's input digits: 8 bits, or 9 where that needs a plane fewer and keeps
+        every plane product below 2^24 (GDN's 16-bit x^2 against 7-bit gamma: two planes, not three)."""
+        if arith.digits_for(max_abs, 9) < arith.digits_for(max_abs, 8) and 256.0 * self.plane_fan < arith.CONV32.sum_limit:
+            return 9
+        return 8
+
     def conv32_exact(self, max_abs: float, device: torch.device) -> bool:
-        """Whether float32 convolutions of 8-bit digit planes compute this layer exactly for inputs
-        up to ``max_abs``: every plane product below 2^24, their combination below 2^53 (CPU only)."""
-        be = arith.CONV32
+        """Whether float32 convolutions of digit planes compute this layer exactly for inputs up to
+        ``max_abs``: every plane product below 2^24, their combination below 2^53 (CPU only)."""
+        bound = min(float(1 << self.conv32_bits(max_abs) - 1), float(max_abs))
         return device.type == "cpu" and self.w.numel() > 0 \
-            and be.digit_bound(max_abs) * self.plane_fan < be.sum_limit \
+            and bound * self.plane_fan < arith.CONV32.sum_limit \
             and arith.digit_weight(max_abs) * self.digit_gain + self.bias_max < 2.0**53
 
     def winograd_kernel(self) -> torch.Tensor | None:
@@ -237,13 +246,15 @@ class Product:
         def sample(be: arith.Backend, outputs: int) -> torch.Tensor:
             n = min(h_out, max(1, -(-outputs // w_out)))
             step = self.strip_rows(be, w_out, max_abs)
-            return torch.cat([self(padded_rows(x, r0, min(r0 + step, n), self.k, self.stride, pad), max_abs, be)
-                              .double() for r0 in range(0, n, step)], dim=1)
+            parts = [self(padded_rows(x, r0, min(r0 + step, n), self.k, self.stride, pad), max_abs, be)
+                     for r0 in range(0, n, step)]
+            # What the caller keeps: the exact integers, or (float32_results) those rounded to float32.
+            return torch.cat([p.float() if self.float32_results else p.double() for p in parts], dim=1)
         classes = (arith.magnitude_class(max_abs), arith.magnitude_class(self.w_max))
         form = ("shallow" if self.shallow else "narrow" if self.narrow else "deep") + ("+conv32" if conv32 else "") \
             + ("+winograd" if winograd else "")
         return arith.fastest((self.kind, *classes, form), sample, x.device.type, x.shape[0] * h_out * w_out,
-                             cands=cands)
+                             cands=cands, row_macs=self.c_in * self.k * self.k * self.c_out)
 
     def strip_rows(self, be: arith.Backend, w_out: int, max_abs: float) -> int:
         """Output rows per strip: the unfold (digit planes of the backend's type, or float64) plus
@@ -298,7 +309,14 @@ class Product:
         along the batch, weight planes along the outputs; NHWC is channels-last for oneDNN), then
         combined with exact power-of-two weights in float64."""
         be = arith.CONV32
-        d = be.digits(x, max_abs)                       # [n, B, H, W, C_in] float32
+        bits = self.conv32_bits(max_abs)
+        n = arith.digits_for(max_abs, bits)
+        if x.dtype.is_floating_point:                   # [n, B, H, W, C_in] float32
+            d = arith.split_digits_float(x, n, bits)
+        elif n == 1:
+            d = x.to(torch.float32)[None]
+        else:
+            d = arith.split_digits(arith.to_int(x, max_abs), n, bits, torch.float32)
         n, b = d.shape[:2]
         key = (be, x.device)
         if key not in self._operands:  # [w_digits * C_out, C_in, k, k], built only where conv32 runs
@@ -310,14 +328,19 @@ class Product:
         h_out, w_out = p.shape[1:3]
         macs = b * h_out * w_out * self.c_out * self.c_in * self.k**2
         arith.note(be.name, macs, macs * n * self.w_digits)
+        in32 = self.b is None and self.float32_results
         if n == self.w_digits == 1:
-            acc = p.contiguous() if self.b is None and self.float32_results else p.double().contiguous()
+            acc = p.contiguous() if in32 else p.double().contiguous()
+        elif n * self.w_digits == 2 and in32:  # float32(hi * 2^shift + lo): one rounding of the exact sum
+            p = p.reshape(n, b, h_out, w_out, self.w_digits, self.c_out)
+            lo, hi = (p[0, ..., 0, :], p[1, ..., 0, :]) if n == 2 else (p[0, ..., 0, :], p[0, ..., 1, :])
+            acc = hi.mul(2.0 ** (bits if n == 2 else 8)).add_(lo)
         else:
             p = p.reshape(n, b, h_out, w_out, self.w_digits, self.c_out)
             acc = torch.zeros(b, h_out, w_out, self.c_out, dtype=torch.float64, device=x.device)
             for i in range(n):
                 for j in range(self.w_digits):
-                    acc.add_(p[i, :, :, :, j].double(), alpha=2.0 ** (8 * (i + j)))
+                    acc.add_(p[i, :, :, :, j].double(), alpha=2.0 ** (bits * i + 8 * j))
         return acc if self.b is None else acc.add_(self.b)
 
     def _winograd(self, x: torch.Tensor) -> torch.Tensor:
@@ -362,15 +385,28 @@ class Product:
 
         Every partial sum, in the product and across the taps, is bounded by max|x| times the
         layer's fan; below 2^24 float32 holds them all exactly, in any order (the int8 synthesis's
-        8-bit inputs), and that runs at twice float64's speed."""
+        8-bit inputs), and that runs at twice float64's speed. Wider inputs take float32 too where
+        their 8-bit digit planes stay below 2^24 (the 16-bit input of g_s1's last layer: 128 times
+        the fan), the planes combined in float64."""
         k = self.k
-        dtype = torch.float32 if max_abs * self.fan_bound < 2.0**24 else torch.float64
+        planes = 1
+        if max_abs * self.fan_bound < 2.0**24:
+            dtype = torch.float32
+        elif arith.CONV32.digit_bound(max_abs) * self.fan_bound < 2.0**24:
+            dtype, planes = torch.float32, arith.digits_for(max_abs, 8)
+        else:
+            dtype = torch.float64
         if dtype not in self._taps:
             self._taps[dtype] = self.w.permute(1, 2, 3, 0).reshape(self.c_in, k * k * self.c_out).to(dtype)
         taps = self._taps[dtype]
-        x = x.to(dtype)
+        if planes > 1:  # [planes * B, H, W, C]: the digit planes as images of their own
+            d = arith.split_digits_float(x, planes, 8) if x.dtype.is_floating_point else \
+                arith.split_digits(arith.to_int(x, max_abs), planes, 8, torch.float32)
+            x = d.view(planes * x.shape[0], *x.shape[1:])
+        else:
+            x = x.to(dtype)
         h, wd = x.shape[1] - k + 1, x.shape[2] - k + 1
-        out = torch.empty(x.shape[0], h, wd, self.c_out, dtype=torch.float64, device=x.device)
+        out = torch.empty(x.shape[0], h, wd, self.c_out, dtype=torch.float64 if planes == 1 else dtype, device=x.device)
         for i in range(x.shape[0]):
             part = torch.matmul(x[i], taps).view(x.shape[1], x.shape[2], k, k, self.c_out)
             acc = part[:h, :wd, 0, 0].clone()
@@ -379,6 +415,12 @@ class Product:
                     if dy or dx:
                         acc += part[dy:dy + h, dx:dx + wd, dy, dx]
             out[i] = acc
+        if planes > 1:  # exact integers below 2^24 per plane; their weighted sum below 2^53
+            out = out.view(planes, -1, h, wd, self.c_out)
+            acc = out[planes - 1].double()
+            for i in range(planes - 2, -1, -1):
+                acc.mul_(256.0).add_(out[i])
+            out = acc
         return out if self.b is None else out.add_(self.b)
 
 

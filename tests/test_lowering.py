@@ -76,11 +76,12 @@ def test_strips_with_pixel_shuffle_equal_one_call(monkeypatch):
 
 @pytest.mark.parametrize("one_row", [True, False])
 @pytest.mark.parametrize("shuffle", [1, 2])
-@pytest.mark.parametrize("a_max,w_max", [(2**20, 2**16), (127, 127), (1024, 1000)])
+@pytest.mark.parametrize("a_max,w_max", [(2**20, 2**16), (127, 127), (1024, 1000), (32639, 127)])
 def test_narrow_layers_equal_one_convolution(monkeypatch, one_row, shuffle, a_max, w_max):
     # Few output channels take the tap-product form; it must equal conv2d exactly, in strips or whole.
     # 127 x 127: float32 taps (every partial sum below 2^24); 1024 x 1000 crosses 2^24 at the worst
-    # case and must take float64, 2^20 x 2^16 too.
+    # case and must take float64, 2^20 x 2^16 too; 32639 x 127 (16-bit inputs, g_s1's last layer)
+    # crosses it too, but its two 8-bit digit planes do not: float32 planes, combined in float64.
     g = torch.Generator().manual_seed(shuffle)
     a = torch.randint(-a_max, a_max + 1, (2, 16, 13, 11), generator=g).double()
     w = torch.randint(-w_max, w_max + 1, (4, 16, 3, 3), generator=g).double()
@@ -182,8 +183,29 @@ def test_conv32_runs_only_where_every_plane_sum_stays_below_2_to_24():
     x127 = x.clamp(-127, 127)  # one 8-bit plane
     got = product(x127, 127, arith.CONV32)
     assert got.dtype == torch.float32 and torch.equal(got.double(), product(x127, 127, arith.FLOAT64))
-    assert product(x, 128, arith.CONV32).dtype == torch.float64  # two input planes: combined in float64
+    two = product(x, 128, arith.CONV32)  # two input planes: float32(hi * 2^8 + lo), the exact sum rounded once
+    assert two.dtype == torch.float32 and torch.equal(two, want.float())
     wide = Product(torch.full((2, 2 * c_in, k, k), 127.0, dtype=torch.float64), None, 1, "test")
     assert wide.plane_fan * 128 >= 2**24 and not wide.conv32_exact(128, torch.device("cpu"))
     with arith.force("conv32"):  # work conv32 cannot run exactly falls back to float64
         assert wide.backend(x.repeat(1, 1, 1, 2), 128) is arith.FLOAT64
+
+
+def test_conv32_takes_9_bit_digits_where_they_save_a_plane_and_rounds_two_planes_once():
+    # GDN's x^2 @ gamma in the int8 synthesis: 16-bit squares against 7-bit gamma over 64 channels.
+    # Balanced 8-bit digits need three planes for 65535, 9-bit ones two, and 256 * 127 * 64 < 2^24.
+    c = 64
+    g = torch.Generator().manual_seed(3)
+    w = torch.randint(0, 128, (c, c, 1, 1), generator=g).double()
+    w[0] = 127
+    product = Product(w, None, 1, "test")
+    assert product.conv32_bits(65535) == 9 and product.conv32_exact(65535, torch.device("cpu"))
+    assert product.conv32_bits(32639) == 8  # two 8-bit planes already
+    x = torch.randint(0, 65536, (1, 5, 7, c), generator=g).float()
+    x[0, 0] = 65535
+    want = product(x, 65535, arith.FLOAT64)
+    assert want.abs().max().item() > 2**28  # far beyond float32's integers
+    assert torch.equal(product(x, 65535, arith.CONV32), want)  # combined in float64: exact
+    product.float32_results = True
+    got = product(x, 65535, arith.CONV32)
+    assert got.dtype == torch.float32 and torch.equal(got, want.float())  # rounded once, as the caller would
