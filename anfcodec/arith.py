@@ -11,7 +11,8 @@ symbol or a pixel, only the speed, and that differs between CPUs by more than 10
   dimension into chunks whose worst case stays below that; the chunks are added in float64.
   float32 GEMM is the fastest product most CPUs and every GPU have (TF32 is switched off).
 * ``float64``: the integers themselves, exact below 2^53 (the callers check ``fan * max|a|``).
-* ``conv32``: not a matrix product but a whole convolution: the same 8-bit digit planes through
+* ``conv32``: not a matrix product but a whole convolution: the same 8-bit digit planes (9-bit ones
+  where that saves a plane, as for GDN's 16-bit squares) through
   PyTorch's float32 convolution (oneDNN's direct kernels on the CPU), with no unfold at all. Exact
   for the same reason as ``float32``, so ``lowering`` offers it only for layers whose every plane
   product stays below 2^24 without chunking (the int8 synthesis: every layer), and only on the

@@ -103,7 +103,7 @@ class Int8Conv:
             s_g = post.gamma.amax(dim=1).clamp_min(2.0**-60) / 127
             c = post.gamma.shape[0]
             # gamma @ x^2 as an exact 1x1 product (x^2: 16 bits, gamma: 0..127), in the backend
-            # measured fastest for it: float64, or conv32 (three 8-bit planes of x^2 in float32).
+            # measured fastest for it: float64, or conv32 (two 9-bit planes of x^2 in float32).
             self.gamma = Product(torch.round(post.gamma / s_g[:, None]).reshape(c, c, 1, 1), None, 1, "int8-gdn")
             self.gamma.float32_results = True  # the exact sum is rounded to float32 next
             s_sq = max(float(post_amax), 2.0**-60) ** 2 / SQ_LIMIT
