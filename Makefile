@@ -78,12 +78,13 @@ bench-speed-int8: install  ## the fast model with the int8 synthesis at 768x512 
 
 # One folder per machine class: the ISA torch runs here (avx512, avx2, ...), emulated where caps are set.
 ISA = $$($(BIN)/python -c "import torch; print(torch.backends.cpu.get_cpu_capability().lower())")
+ISA_TAG ?=
 bench-speed-768: install  ## 768x512 only, the default and the int8 fast model, on this CPU -> docs/bench/cpu-<isa>/<model>/
-	for m in $(RUN) $(INT8_MODEL); do $(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/cpu-$(ISA)/$$m --speed \
+	for m in $(RUN) $(INT8_MODEL); do $(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/cpu-$(ISA)$(ISA_TAG)/$$m --speed \
 	  --qualities 4 --max-mp 0.5 --settle 10 --model $$m || exit 1; done
 
-bench-speed-avx2: install  ## bench-speed-768 with torch, oneDNN and MKL capped at AVX2 (an AVX-512 machine emulating the other class)
-	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 $(MAKE) bench-speed-768
+bench-speed-avx2: install  ## bench-speed-768 with torch, oneDNN and MKL capped at AVX2 (an AVX-512 machine emulating the other class) -> docs/bench/cpu-avx2-emulated/
+	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 $(MAKE) bench-speed-768 ISA_TAG=-emulated
 
 bench-memory: install  ## peak memory of untiled coding from 0.4 to 2.7 MP: where tiling must start -> docs/bench/memory.*
 	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --memory --qualities 4

@@ -38,3 +38,25 @@ def test_bench_reports_ms_ssim_and_its_bd_rates(tmp_path, monkeypatch):
     assert "MS-SSIM (dB)" in md and "% at equal MS-SSIM" in md
     assert (tmp_path / "out" / "rd-msssim.png").stat().st_size > 0
     assert json.loads((tmp_path / "out" / "bench.json").read_text())["bd_rate_ms_ssim_vs"]
+
+
+def _run(images: dict[str, float], settings=(1, 4, 8)) -> dict:
+    """A bench result whose image ``name`` codes at bpp ``scale * q / 10`` and PSNR ``25 + q``."""
+    per_image = [{"setting": q, "images": [{"image": name, "bpp": scale * q / 10, "psnr": 25.0 + q}
+                                           for name, scale in images.items()]} for q in settings]
+    rows = [p["images"] for p in per_image]
+    curve = {"settings": list(settings), "bpp": [sum(r["bpp"] for r in rs) / len(rs) for rs in rows],
+             "psnr": [sum(r["psnr"] for r in rs) / len(rs) for rs in rows]}
+    return {"codecs": {rd.ANFCODEC: curve}, "per_image": {rd.ANFCODEC: per_image}, "model": "m"}
+
+
+def test_a_subset_run_compares_on_the_images_and_qualities_both_measured(tmp_path):
+    import json
+    full = tmp_path / "full.json"
+    full.write_text(json.dumps(_run({"a.png": 1.0, "b.png": 2.0, "c.png": 4.0}, settings=(1, 2, 4, 8))))
+    same = rd.compare_runs(_run({"a.png": 1.0}), {"full": full})["full"]
+    assert same["bd_rate"] == pytest.approx(0.0, abs=1e-9)  # not against the three images' mean rate
+    assert same["per_image"] == {"a.png": pytest.approx(0.0, abs=1e-9)}
+    smaller = rd.compare_runs(_run({"a.png": 0.9, "b.png": 1.8}), {"full": full})["full"]
+    assert smaller["bd_rate"] == pytest.approx(-10.0, abs=1e-6)
+    assert smaller["per_image"]["b.png"] == pytest.approx(-10.0, abs=1e-6)

@@ -187,19 +187,40 @@ def _bd_ms_ssim(anchor: dict, test: dict) -> float | None:
     return bd_rate(anchor["bpp"], db[0], test["bpp"], db[1])
 
 
+def _common_curves(mine: dict, theirs: dict) -> tuple[dict, dict]:
+    """Both runs' mean curves over the images and qualities both measured (a run on a subset,
+    --limit or --qualities, compares with a full one on that subset, not against its means)."""
+    def table(run):
+        return {(p["setting"], r["image"]): r for p in run["per_image"][ANFCODEC] for r in p["images"]}
+    a, b = table(mine), table(theirs)
+    images = sorted({i for _, i in a} & {i for _, i in b})
+    settings = sorted({s for s, i in a if i in images and all((s, j) in a and (s, j) in b for j in images)})
+
+    def mean(t):
+        rows = [[t[(s, i)] for i in images] for s in settings]
+        curve = {k: [float(np.mean([r[k] for r in rs])) for rs in rows] for k in ("bpp", "psnr")}
+        if all("ms_ssim" in r for rs in rows for r in rs):
+            curve["ms_ssim"] = [float(np.mean([r["ms_ssim"] for r in rs])) for rs in rows]
+        return curve
+    return mean(a), mean(b)
+
+
 def compare_runs(result: dict, others: dict[str, Path]) -> dict:
-    """BD-rate of this run's anfcodec curve against other runs', overall and per image."""
+    """BD-rate of this run's anfcodec curve against other runs', overall (on the images and
+    qualities both runs measured) and per image."""
     out = {}
-    mine = result["codecs"][ANFCODEC]
     for label, path in others.items():
         other = json.loads(Path(path).read_text())
-        theirs = other["codecs"][ANFCODEC]
-        per_image = {}
-        for name in [r["image"] for r in result["per_image"][ANFCODEC][0]["images"]]:
-            def curve(run):
-                rows = [next(r for r in p["images"] if r["image"] == name) for p in run["per_image"][ANFCODEC]]
-                return [r["bpp"] for r in rows], [r["psnr"] for r in rows]
-            per_image[name] = bd_rate(*curve(other), *curve(result))
+        mine, theirs = _common_curves(result, other)
+        settings = {p["setting"] for p in result["per_image"][ANFCODEC]} & \
+            {p["setting"] for p in other["per_image"][ANFCODEC]}
+
+        def curve(run, name):
+            rows = [next(r for r in p["images"] if r["image"] == name) for p in run["per_image"][ANFCODEC]
+                    if p["setting"] in settings]
+            return [r["bpp"] for r in rows], [r["psnr"] for r in rows]
+        per_image = {name: bd_rate(*curve(other, name), *curve(result, name))
+                     for name in [r["image"] for r in result["per_image"][ANFCODEC][0]["images"]]}
         out[label] = {"model": other.get("model"), "file": str(path), "bd_rate": bd_rate(
             theirs["bpp"], theirs["psnr"], mine["bpp"], mine["psnr"]), "bd_rate_ms_ssim": _bd_ms_ssim(theirs, mine),
             "per_image": per_image,
