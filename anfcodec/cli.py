@@ -533,6 +533,9 @@ def _draw_split_map(input: str, raw: bytes, d: dict, out: str, force: bool) -> N
 @click.option("--arch", type=click.Choice(["anfic", "anfic-ckbd", "ms-anfic"]), default=None,
               help="Architecture of a new run [default: that of --init, else anfic]. 'ms-anfic' with --init "
                    "ANFIC weights grows them into the multiscale model, which starts out coding like them.")
+@click.option("--set", "settings", multiple=True, metavar="FIELD=VALUE",
+              help="Override a field of a new run's model config (repeatable; a number or a word), e.g. "
+                   "--set coarse_explore=0.25 (MS-ANFIC: at least that share of each crop coded coarse).")
 @click.option("--max-steps", type=click.IntRange(1), default=None,
               help="Stop at this cumulative step count (for equal-step comparisons), or at --minutes.")
 @click.option("--threads", type=click.IntRange(1), default=2, show_default=True,
@@ -541,7 +544,7 @@ def _draw_split_map(input: str, raw: bytes, d: dict, out: str, force: bool) -> N
 @click.option("--device", default=None, help="Where to train, e.g. cpu or cuda [default: cuda when present]. "
               "GPU time is logged apart from CPU time in the run's counters and the manifest.")
 def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, qe_width, init, lambdas, extend_from,
-          freeze_base, quantizer, arch, max_steps, threads, device):
+          freeze_base, quantizer, arch, settings, max_steps, threads, device):
     """Train (or resume training) the model on a folder of photographs."""
     from .models.anfic import ANFICConfig
     from .training.train import TrainOptions, train as run
@@ -568,10 +571,25 @@ def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, q
             raise click.BadParameter(f"not a comma-separated list of numbers: {lambdas!r}", param_hint="--lambdas")
         if any(b <= a for a, b in zip(opts.lambdas, opts.lambdas[1:])) or min(opts.lambdas) <= 0:
             raise click.BadParameter("lambdas must be positive and increasing", param_hint="--lambdas")
+    if settings:
+        opts.settings = dict(_setting(s) for s in settings)
     if data is not None:
         opts.data = data
     best = run(opts)
     click.echo(f"best checkpoint: {best}")
+
+
+def _setting(text: str) -> tuple[str, object]:
+    """``FIELD=VALUE`` -> (field, int, float or the word itself)."""
+    field, sep, value = text.partition("=")
+    if not sep or not field:
+        raise click.BadParameter(f"not FIELD=VALUE: {text!r}", param_hint="--set")
+    for kind in (int, float):
+        try:
+            return field, kind(value)
+        except ValueError:
+            pass
+    return field, value
 
 
 @main.command()

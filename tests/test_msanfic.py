@@ -198,6 +198,30 @@ def test_the_auxiliary_coarse_term_sends_no_gradient_to_the_gains_or_the_post_fi
     assert any(p.grad is not None and p.grad.any() for p in model.h_s_c.parameters())  # the term does train
 
 
+def test_exploration_marks_the_regions_nearest_to_being_cheaper_coarse():
+    from anfcodec.models.msanfic import nearest_to_coarse
+    ratio = torch.tensor([[[[3.0, 1.1], [9.0, 1.5]]], [[[1.0, 2.0], [0.5, 4.0]]]])
+    marked = nearest_to_coarse(ratio, 0.5)
+    assert marked.tolist() == [[[[0.0, 1.0], [0.0, 1.0]]], [[[1.0, 0.0], [1.0, 0.0]]]]
+    assert not nearest_to_coarse(ratio, 0.0).any()
+
+
+@pytest.mark.parametrize("explore", [0.0, 0.25])
+def test_only_explored_coarse_regions_let_the_coarse_path_train_the_flow(ms_model, sample_image, explore):
+    # On a photograph the untrained coarse scale is never cheaper, so without exploration every
+    # region is fine and the coarse path sends the flow no gradient; explored regions do.
+    config = type(ms_model.config).from_dict({**ms_model.config.to_dict(), "coarse_explore": explore})
+    model = MSANFIC(config)
+    model.load_state_dict(ms_model.state_dict())
+    model.train()
+    x = _x(sample_image)[..., :128, :128]
+    out = model(x.repeat(2, 1, 1, 1), torch.tensor([2.0, 6.0]))
+    assert out["split"].mean().item() == pytest.approx(1.0 - explore)
+    out["x_hat"].square().mean().backward()  # a distortion term alone: v reaches it only in coarse regions
+    grads = [p.grad for p in model.split_down.parameters()]
+    assert any(g is not None and g.any() for g in grads) == (explore > 0)
+
+
 @torch.no_grad()
 def test_a_split_map_is_kept_only_when_the_whole_image_costs_less_than_all_fine(ms_model, sample_image, monkeypatch):
     x = _x(sample_image)

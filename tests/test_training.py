@@ -145,3 +145,27 @@ def test_a_frozen_base_trains_only_the_modules_the_grown_model_added(tmp_path):
     from anfcodec.models import ANFIC, ANFICConfig
     with pytest.raises(ValueError, match="adds no modules"):
         train_only_fresh_modules(ANFIC(ANFICConfig(N=16, M=64, hyper_N=16, qe_width=8)))
+
+
+def test_set_overrides_a_new_runs_config_and_refuses_unknown_fields(tmp_path):
+    import torch
+    from click.testing import CliRunner
+    from conftest import synthetic_image
+    from anfcodec.cli import main
+    from anfcodec.models import CheckerboardConfig, ANFICCheckerboard
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i in range(3):
+        synthetic_image(128, 128, seed=i).save(data / f"p{i}.png")  # validation crops of whole coarse regions
+    small = {"N": 16, "M": 64, "hyper_N": 16, "qe_width": 8, "context_N": 16, "fusion_N": 32}
+    torch.save(ANFICCheckerboard(CheckerboardConfig(**small)).state_dict(), tmp_path / "base.pt")
+    # --init of a bare state dict takes the run's config from the command line's defaults: give the
+    # small widths through --set too, which is what the option is for.
+    args = ["train", "--data", str(data), "--crop", "64", "--max-steps", "2", "--no-bf16", "--init",
+            str(tmp_path / "base.pt"), "--arch", "ms-anfic", "--threads", "1"]
+    sets = [a for k, v in small.items() for a in ("--set", f"{k}={v}")]
+    r = CliRunner().invoke(main, [*args, "--run-dir", str(tmp_path / "bad"), *sets, "--set", "coarse_explor=0.5"])
+    assert r.exit_code != 0 and "no config field coarse_explor" in str(r.exception)
+    r = CliRunner().invoke(main, [*args, "--run-dir", str(tmp_path / "run"), *sets, "--set", "coarse_explore=0.25"])
+    assert r.exit_code == 0, r.output
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["config"]["coarse_explore"] == 0.25

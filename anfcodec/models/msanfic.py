@@ -53,6 +53,10 @@ class MSANFICConfig(CheckerboardConfig):
     coarse_hyper_N: int = 64  # coarse hyperlatent channels
     split_N: int = 128        # hidden width of the split network's nonlinear branches
     aux_weight: float = 0.2   # training: weight of coding the coarse scale everywhere
+    # Training: at least this fraction of each crop's regions is coded coarse, those nearest to
+    # being cheaper coarse, even where fine costs less. The auxiliary term runs on a detached latent, so without
+    # coarse regions in the main term the flow never learns to shape its latent for the coarse scale.
+    coarse_explore: float = 0.0
 
     arch_name = "ms-anfic"
     missing_quantizer = "fixed"  # every MS-ANFIC codes on the fixed grid
@@ -64,6 +68,16 @@ class MSSymbols:
     fine: Symbols      # latent symbols of coarse regions are zero and not coded
     coarse: Symbols    # latent symbols of fine regions are zero and not coded
     split: torch.Tensor  # uint8 [H/2, W/2] (latent units): 1 = the region is coded at the fine scale
+
+
+def nearest_to_coarse(ratio: torch.Tensor, fraction: float) -> torch.Tensor:
+    """1 at the ``fraction`` of each image's regions [B, 1, h, w] with the lowest coarse/fine cost ratio."""
+    flat = ratio.flatten(1)
+    k = int(round(fraction * flat.shape[1]))
+    marked = torch.zeros_like(flat)
+    if k:
+        marked.scatter_(1, flat.topk(k, dim=1, largest=False).indices, 1.0)
+    return marked.view_as(ratio)
 
 
 class ProjectionPlusBranch(nn.Module):
@@ -342,6 +356,8 @@ class MSANFIC(ANFICCheckerboard):
         with torch.no_grad():  # the encoder's per-region decision, on the float networks
             cost_f, cost_c = self.region_costs(x, y, y_c, gain, lmbda, quality)
             split = (cost_f <= cost_c).float()
+            if self.config.coarse_explore > 0:
+                split = split * (1 - nearest_to_coarse(cost_c / cost_f, self.config.coarse_explore))
         up, coarse = self._up(split), 1 - split
         hc_hat, hc_lik = self.entropy_bottleneck_c(self._run(self.h_a_c, y_c * coarse))
         mu_c, sigma_c = self._coarse_float(hc_hat)

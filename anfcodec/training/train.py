@@ -65,6 +65,7 @@ class TrainOptions:
     quantizer: str | None = None  # switch a run's latent quantizer ("fixed" or "mean")
     freeze_base: bool = False  # train only the modules a grown model added (model.fresh_modules)
     config: dict | None = None
+    settings: dict | None = None  # fields of a new run's model config to override, e.g. {"coarse_explore": 0.25}
 
 
 def scheduled_lr(opts: TrainOptions, elapsed_fraction: float) -> float:
@@ -232,6 +233,12 @@ def train(opts: TrainOptions) -> Path:
     if state is None and opts.arch is not None:
         config = {**config, "arch": opts.arch}
     model = build_model(config)
+    if state is None and opts.settings:
+        unknown = set(opts.settings) - set(model.config.to_dict())
+        if unknown:
+            raise SystemExit(f"--set: {model.config.arch_name} has no config field {', '.join(sorted(unknown))}")
+        config = {**config, **opts.settings}
+        model = build_model(config)
     if state is None:
         config = model.config.to_dict()  # with the defaults of fields the initial weights lack
     counters = {"step": 0, "cpu_seconds": 0.0, "wall_seconds": 0.0, "gpu_seconds": 0.0, "best_val": math.inf}
