@@ -4,6 +4,9 @@ The top-level import is light (no torch) so that ``anfcodec info`` and the
 container parser work without PyTorch; ``encode``/``decode`` import the model
 stack on first use.
 """
+import importlib.util
+import sys
+
 __version__ = "0.1.0"
 
 
@@ -16,24 +19,39 @@ def encode(image, quality: float | None = None, **kwargs) -> bytes:
 def decode(data: bytes, **kwargs):
     """Decompress .anf bytes into a PIL image (options as ``api.decode``).
 
-    Where torch is not installed, the torch-free decoder (``anfcodec.decoder``) decodes instead:
-    the same pixels; ``fast`` then has no effect and ``device`` must be the CPU."""
-    if _torch_installed():
-        from .api import decode as _decode
-        return _decode(data, **kwargs)
-    from .decoder.decode import decode as _decode
-    if kwargs.pop("device", None) not in (None, "cpu"):
+    The torch-free decoder (``anfcodec.decoder``) decodes whenever it applies: a bit-exact decode
+    on the CPU (not ``fast``, no GPU ``device``) of a model with a decoder program, in a process
+    that has not imported torch. Both decoders give the same pixels; importing torch costs a
+    one-off decode 1-4 s, while in a process that already holds it the torch decoder is faster.
+    Otherwise, and where torch is installed for what the torch-free one cannot decode (MS-ANFIC,
+    or a near-lossless layer coded against an old encoder's float synthesis), the torch decoder.
+    Without torch, ``fast`` has no effect and ``device`` must be the CPU."""
+    installed = _torch_installed()
+    if not installed and kwargs.get("device") not in (None, "cpu"):
         raise ValueError("decoding on a GPU needs torch")
-    kwargs.pop("fast", None)
+    wants_torch = kwargs.get("fast") or kwargs.get("device") not in (None, "cpu") or _torch_imported()
+    if not installed or not wants_torch:
+        from .decoder.decode import NoTorchFreeDecode, decode as torch_free_decode
+        options = {k: v for k, v in kwargs.items() if k in ("max_pixels", "progress")}
+        try:
+            return torch_free_decode(data, strict=installed, **options)
+        except NoTorchFreeDecode:
+            if not installed:
+                raise
+    from .api import decode as _decode
     return _decode(data, **kwargs)
 
 
+def _torch_imported() -> bool:
+    return sys.modules.get("torch") is not None
+
+
 def _torch_installed() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether torch can be imported, without importing it (which costs seconds); a process that
+    blocks it (``sys.modules["torch"] = None``) has none."""
+    if "torch" in sys.modules:
+        return _torch_imported()
+    return importlib.util.find_spec("torch") is not None
 
 
 def encode_file(src, dst, force: bool = False, **options):

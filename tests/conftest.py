@@ -73,7 +73,8 @@ def installed_model(tmp_path_factory, model, model_id: str):
     src, wdir = zoo.WEIGHTS_DIR, tmp_path_factory.mktemp("weights")
     man = zoo.manifest(src)
     for entry in [*man["models"].values(), *man.get("previous", [])]:
-        shutil.copy(src / entry["file"], wdir / entry["file"])
+        for f in (entry["file"], *([entry["decoder"]["file"]] if "decoder" in entry else [])):
+            shutil.copy(src / f, wdir / f)
     (wdir / zoo.MANIFEST).write_text(json.dumps(man))
     ckpt = wdir / "model.ckpt"
     torch.save({"config": model.config.to_dict(), "model": model.state_dict(),

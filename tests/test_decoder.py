@@ -105,8 +105,30 @@ def test_fresh_encodes_decode_to_the_torch_decoders_pixels(model_id, quality):
 def test_tiles_alpha_and_the_near_lossless_layer_without_torch_too():
     data = api.encode(_photo(200, 140, alpha=True), quality=2, tile=64, max_error=2,
                       model_id="anfic-ckbd-n64-m256-int8")
-    got, want = decoder_decode(data), api.decode(data)
+    got, want = decoder_decode(data, strict=True), api.decode(data)
     assert got.mode == want.mode == "RGBA" and np.array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_a_process_without_torch_loaded_decodes_without_importing_it(tmp_path):
+    """``anfcodec.decode`` and ``anfcodec decode`` with torch installed but not imported: the
+    torch-free decoder, the stored pixels, and torch never imported (a one-off decode saves its
+    import); ``fast`` asks for the torch decoder."""
+    f = sorted(GOLDEN.glob("anfic-ckbd-n64-m256-int8-*.anf"))[0]
+    code = ("import sys, numpy as np\nfrom PIL import Image\nimport anfcodec\n"
+            "want = np.asarray(Image.open(sys.argv[1].replace('.anf', '.png')))\n"
+            "data = open(sys.argv[1], 'rb').read()\n"
+            "assert np.array_equal(np.asarray(anfcodec.decode(data)), want)\n"
+            "assert 'torch' not in sys.modules\n"
+            "from anfcodec.cli import main\n"
+            "try:\n    main(['decode', sys.argv[1], '-o', sys.argv[2], '-f', '--quiet'])\n"
+            "except SystemExit as e:\n    assert not e.code\n"
+            "assert 'torch' not in sys.modules and np.array_equal(np.asarray(Image.open(sys.argv[2])), want)\n"
+            "anfcodec.decode(data, fast=True)\n"
+            "assert 'torch' in sys.modules\n"
+            "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code, str(f), str(tmp_path / "x.png")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
 
 
 def test_the_package_and_the_pillow_plugin_decode_without_torch(tmp_path):

@@ -253,3 +253,21 @@ def test_region_costs_charge_bits_and_pixel_error_per_region(ms_model, sample_im
     fine = torch.ones(1, 1, *cost_f.shape[-2:])
     whole = ms_model.coded_cost(ms_model._symbols(y, y_c, fine), x, 4.0)
     assert float(cost_f.sum()) == pytest.approx(whole, rel=0.1)
+
+
+def test_anfcodec_decode_hands_ms_files_to_the_torch_decoder(ms_model, sample_image, tmp_path):
+    # The torch-free decoder has no MS-ANFIC program: a process without torch loaded still decodes
+    # such a file, through torch, to the same pixels.
+    import os
+    import subprocess
+    import sys
+    data = api.encode(sample_image, quality=4, model_id=MS_ID)
+    (tmp_path / "ms.anf").write_bytes(data)
+    np.save(tmp_path / "want.npy", np.asarray(api.decode(data)))
+    code = ("import sys, numpy as np, anfcodec\n"
+            "got = np.asarray(anfcodec.decode(open(sys.argv[1], 'rb').read()))\n"
+            "assert np.array_equal(got, np.load(sys.argv[2])) and 'torch' in sys.modules\n"
+            "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ms.anf"), str(tmp_path / "want.npy")],
+                         capture_output=True, text=True, env={**os.environ, zoo.ENV: str(zoo.WEIGHTS_DIR)})
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

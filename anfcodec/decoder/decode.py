@@ -14,7 +14,7 @@ from .. import container as fmt
 from .. import entropy_coding as ec
 from .. import residual
 from ..imageio import DEFAULT_MAX_PIXELS, ImageError, decode_plane, join_image
-from .model import DecodeError, DecoderModel
+from .model import DecodeError, DecoderModel, NoDecoderProgram
 from .nets import ExactnessError
 
 QUALITY_MIN = 1.0
@@ -25,13 +25,25 @@ def load_model(model_id: str, weights_hash: bytes | None = None) -> DecoderModel
     return DecoderModel.load(model_id, weights_hash)
 
 
-def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, progress=None) -> Image.Image:
-    """Decompress .anf bytes into a PIL image of the original size and mode, bit-exactly."""
+class NoTorchFreeDecode(Exception):
+    """What this decoder cannot decode as the torch decoder would (``strict``): a model without a
+    decoder program, or a near-lossless layer whose lossy image is not the one it was coded against."""
+
+
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, progress=None, strict: bool = False) -> Image.Image:
+    """Decompress .anf bytes into a PIL image of the original size and mode, bit-exactly.
+
+    ``strict``: raise ``NoTorchFreeDecode`` instead of decoding what the torch decoder decodes
+    otherwise (the caller then has it decode): models without a decoder program, and residual
+    layers that old encoders coded against the float32 synthesis, which only it has."""
     c = fmt.unpack(bytes(data))
     hd = c.header
     if hd.width * hd.height > max_pixels:
         raise fmt.FormatError(f"file declares {hd.width}x{hd.height} pixels, above the limit of {max_pixels}")
-    model = load_model(hd.model_id, hd.weights_hash)
+    try:
+        model = load_model(hd.model_id, hd.weights_hash)
+    except NoDecoderProgram as e:
+        raise NoTorchFreeDecode(str(e)) if strict else e from None
     alpha, layers = check_and_split(c, model)
     rgb = synthesize(model, c, hd, progress)
     if layers:
@@ -39,7 +51,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, progress=None) -> 
             res = residual.Residual.unpack(c.chunk(layers[0]), context=layers[0] == fmt.RESIDUAL_CONTEXT_CHUNK)
         except residual.ResidualError as e:
             raise DecodeError(f"{layers[0].decode()}: {e}") from None
-        rgb = apply_residual(res, rgb, hd.mode)
+        rgb = apply_residual(res, rgb, hd.mode, strict)
     return join_image(rgb, hd.mode, alpha, metadata(c, fmt.ICC_CHUNK), metadata(c, fmt.EXIF_CHUNK))
 
 
@@ -94,7 +106,9 @@ def planes(rgb: np.ndarray, mode: str) -> np.ndarray:
     return rgb
 
 
-def apply_residual(res: residual.Residual, rgb: np.ndarray, mode: str) -> np.ndarray:
+def apply_residual(res: residual.Residual, rgb: np.ndarray, mode: str, strict: bool = False) -> np.ndarray:
+    if strict and not res.matches(planes(rgb, mode)):
+        raise NoTorchFreeDecode("the near-lossless layer was coded against another lossy image")
     try:
         out, exact = residual.decode(res, planes(rgb, mode))
     except (residual.ResidualError, ec.EntropyCodingError) as e:

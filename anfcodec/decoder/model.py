@@ -23,6 +23,11 @@ from .synthesis import Synthesis
 LOG_SCALE_MIN, LOG_SCALE_MAX = -4.0, 6.0  # the log-scale range of the entropy parameters (both decoders)
 
 
+class NoDecoderProgram(ModelNotFound):
+    """The model is installed, but the torch-free decoder cannot run it (no program, or an
+    architecture it does not know)."""
+
+
 class DecodeError(ValueError):
     """The file is well-formed but its content does not decode consistently."""
 
@@ -36,7 +41,7 @@ class DecoderModel:
     def __init__(self, program: dict, arrays: dict, model_id: str = ""):
         self.model_id, self.arch = model_id, program["arch"]
         if self.arch not in ("anfic", "anfic-ckbd"):
-            raise ModelNotFound(f"the torch-free decoder does not know architecture {self.arch!r}")
+            raise NoDecoderProgram(f"the torch-free decoder does not know architecture {self.arch!r}")
         self.fixed = program["quantizer"] == "fixed"
         self.num_qualities, self.pad_multiple = program["num_qualities"], program["pad_multiple"]
         self.block, self.hyper_n, self.m = program["block"], program["hyper_N"], program["M"]
@@ -59,7 +64,7 @@ class DecoderModel:
         wdir = Path(weights_dir) if weights_dir else WEIGHTS_DIR
         entry = find_entry(model_id, weights_hash, weights_dir=wdir)
         if "decoder" not in entry:
-            raise ModelNotFound(f"model {model_id!r} ({entry['sha256'][:16]}) has no decoder program for the "
+            raise NoDecoderProgram(f"model {model_id!r} ({entry['sha256'][:16]}) has no decoder program for the "
                                 "torch-free decoder (make decoder-programs)")
         files = [(wdir / entry["file"], entry["sha256"]), (wdir / entry["decoder"]["file"], entry["decoder"]["sha256"])]
         for path, digest in files:
