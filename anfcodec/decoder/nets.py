@@ -168,6 +168,14 @@ class ExactNet:
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
+def _round_clip(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """In place: clamp(round(v), lo, hi), round half to even (as torch.round)."""
+    np.rint(v, out=v)
+    np.maximum(v, lo, out=v)
+    np.minimum(v, hi, out=v)
+    return v
+
+
 def _f32(v) -> np.float32:
     return np.float32(v)
 
@@ -212,20 +220,37 @@ class Int8Conv:
                                       columns=lambda acc: np.rint(acc * self.out_scale64 + self.bias64))
             return out.transpose(0, 3, 1, 2)
         return self.product.strips(x, self.pad, self.shuffle, max_abs=self.limit, float32_results=True,
-                                   columns=lambda acc: acc.astype(np.float32) * self.scale + self.bias,
-                                   pixels=lambda v: nxt.requantize(self._post(v)))
+                                   columns=self._columns, pixels=lambda v: nxt.requantize(self._post(v)))
+
+    # The steps below work in place on the strip's own fresh arrays: the same IEEE operations in
+    # the same order as the torch decoder's, without a temporary per operation.
+    def _columns(self, acc: np.ndarray) -> np.ndarray:
+        v = acc.astype(np.float32, copy=False)  # the strip's own products: free to overwrite
+        v *= self.scale
+        v += self.bias
+        return v
 
     def _post(self, v: np.ndarray) -> np.ndarray:
         if self.gdn is not None:
-            sq = np.clip(np.rint((v * v) * self.inv_s_sq), 0, SQ_LIMIT)
-            norm = np.sqrt(self._gamma_product(sq) * self.norm_scale + self.beta)
-            return v * norm if self.gdn.inverse else v / norm
+            sq = np.multiply(v, v)
+            sq *= self.inv_s_sq
+            _round_clip(sq, 0, SQ_LIMIT)
+            norm = self._gamma_product(sq)
+            norm *= self.norm_scale
+            norm += self.beta
+            np.sqrt(norm, out=norm)
+            if self.gdn.inverse:
+                v *= norm
+            else:
+                v /= norm
+            return v
         if self.slope is not None:
             return np.where(v > 0, v, v * self.slope)
         return v
 
     def requantize(self, v: np.ndarray) -> np.ndarray:
-        return np.clip(np.rint(v * self.inv_s_in), -self.limit, self.limit)
+        v *= self.inv_s_in
+        return _round_clip(v, -self.limit, self.limit)
 
     def _gamma_product(self, sq: np.ndarray) -> np.ndarray:
         """x^2 @ gamma, the exact integer rounded once to float32. x^2 (16 bits) as two 8-bit planes
@@ -235,9 +260,12 @@ class Int8Conv:
         if 255 * g.fan >= 2.0**24:
             return g.strips(sq, (0, 0)).astype(np.float32)
         flat = sq.reshape(-1, sq.shape[-1])
-        hi = np.floor(flat * np.float32(1 / 256))
-        lo = flat - hi * np.float32(256)
-        out = (hi @ g.matrix32) * np.float32(256)
+        hi = flat * np.float32(1 / 256)
+        np.floor(hi, out=hi)
+        lo = hi * np.float32(-256)
+        lo += flat
+        out = hi @ g.matrix32
+        out *= np.float32(256)
         out += lo @ g.matrix32
         return out.reshape(*sq.shape[:-1], g.c_out)
 
