@@ -124,7 +124,7 @@ def _place(out, v: np.ndarray, r0: int, r1: int, h_out: int, shuffle: int, colum
 
 
 def _abs_max(a: np.ndarray) -> float:
-    return float(np.abs(a).max()) if a.size else 0.0
+    return float(max(a.max(), -a.min())) if a.size else 0.0  # two reductions, no |a| array
 
 
 class ExactNet:
@@ -148,24 +148,37 @@ class ExactNet:
 
     def __call__(self, a: np.ndarray) -> np.ndarray:
         A, W = self.act_bits, self.weight_bits
-        x = np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+        x = a.transpose(0, 2, 3, 1).copy()  # this network's own array: the steps below work in place
         for op, product in self.layers:
             if isinstance(op, LeakyReLU):
-                x = np.rint(np.where(x > 0, x, x * op.slope))
+                np.multiply(x, op.slope, out=x, where=x < 0)
+                np.rint(x, out=x)
             elif isinstance(op, GDN):
                 a_max = _abs_max(x)
                 if a_max >= 2.0**26:
                     raise ExactnessError("fixed-point GDN input would exceed 2^26")
                 if round(a_max * a_max * 2.0**-A) * product.fan + product.bias_max >= EXACT_LIMIT:
                     raise ExactnessError("fixed-point convolution would exceed 2^52")
-                sq = np.rint(x * x * 2.0**-A)
-                norm = np.sqrt(product.strips(sq, (0, 0)) * 2.0 ** -(A + W))
-                x = np.rint(x * norm if op.inverse else x / norm)
+                sq = np.multiply(x, x)
+                norm = product.strips(_scaled_rint(sq, 2.0**-A), (0, 0))
+                norm *= 2.0 ** -(A + W)
+                np.sqrt(norm, out=norm)
+                if op.inverse:
+                    x *= norm
+                else:
+                    x /= norm
+                np.rint(x, out=x)
             else:
                 if _abs_max(x) * product.fan + product.bias_max >= EXACT_LIMIT:
                     raise ExactnessError("fixed-point convolution would exceed 2^52")
-                x = product.strips(x, op.pad, op.shuffle, columns=lambda v: np.rint(v * 2.0**-W))
+                x = product.strips(x, op.pad, op.shuffle, columns=lambda v: _scaled_rint(v, 2.0**-W))
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def _scaled_rint(v: np.ndarray, scale: float) -> np.ndarray:
+    """In place: round(v * scale), half to even."""
+    v *= scale
+    return np.rint(v, out=v)
 
 
 def _round_clip(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
