@@ -184,9 +184,7 @@ def _scaled_rint(v: np.ndarray, scale: float) -> np.ndarray:
 def _round_clip(v: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """In place: clamp(round(v), lo, hi), round half to even (as torch.round)."""
     np.rint(v, out=v)
-    np.maximum(v, lo, out=v)
-    np.minimum(v, hi, out=v)
-    return v
+    return np.clip(v, lo, hi, out=v)
 
 
 def _f32(v) -> np.float32:
