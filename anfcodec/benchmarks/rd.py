@@ -187,9 +187,10 @@ def _bd_ms_ssim(anchor: dict, test: dict) -> float | None:
     return bd_rate(anchor["bpp"], db[0], test["bpp"], db[1])
 
 
-def _common_curves(mine: dict, theirs: dict) -> tuple[dict, dict]:
+def _common_curves(mine: dict, theirs: dict) -> tuple[dict, dict, list]:
     """Both runs' mean curves over the images and qualities both measured (a run on a subset,
-    --limit or --qualities, compares with a full one on that subset, not against its means)."""
+    --limit or --qualities, compares with a full one on that subset, not against its means),
+    and those qualities."""
     def table(run):
         return {(p["setting"], r["image"]): r for p in run["per_image"][ANFCODEC] for r in p["images"]}
     a, b = table(mine), table(theirs)
@@ -202,7 +203,7 @@ def _common_curves(mine: dict, theirs: dict) -> tuple[dict, dict]:
         if all("ms_ssim" in r for rs in rows for r in rs):
             curve["ms_ssim"] = [float(np.mean([r["ms_ssim"] for r in rs])) for rs in rows]
         return curve
-    return mean(a), mean(b)
+    return mean(a), mean(b), settings
 
 
 def compare_runs(result: dict, others: dict[str, Path]) -> dict:
@@ -211,9 +212,7 @@ def compare_runs(result: dict, others: dict[str, Path]) -> dict:
     out = {}
     for label, path in others.items():
         other = json.loads(Path(path).read_text())
-        mine, theirs = _common_curves(result, other)
-        settings = {p["setting"] for p in result["per_image"][ANFCODEC]} & \
-            {p["setting"] for p in other["per_image"][ANFCODEC]}
+        mine, theirs, settings = _common_curves(result, other)
 
         def curve(run, name):
             rows = [next(r for r in p["images"] if r["image"] == name) for p in run["per_image"][ANFCODEC]

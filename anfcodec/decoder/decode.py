@@ -107,12 +107,12 @@ def planes(rgb: np.ndarray, mode: str) -> np.ndarray:
 
 
 def apply_residual(res: residual.Residual, rgb: np.ndarray, mode: str, strict: bool = False) -> np.ndarray:
-    if strict and not res.matches(planes(rgb, mode)):
-        raise NoTorchFreeDecode("the near-lossless layer was coded against another lossy image")
     try:
         out, exact = residual.decode(res, planes(rgb, mode))
     except (residual.ResidualError, ec.EntropyCodingError) as e:
         raise DecodeError(f"residual layer: {e}") from None
+    if not exact and strict:
+        raise NoTorchFreeDecode("the near-lossless layer was coded against another lossy image")
     if not exact:
         warnings.warn("the lossy layer decoded differently from the encoder's on this machine: "
                       f"a few samples may be off by {res.tau + 1} instead of at most {res.tau}")
