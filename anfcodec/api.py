@@ -120,8 +120,8 @@ def encode_to_target(image, target_bpp: float | None = None, max_bytes: int | No
             steps = model.default_refine(q) if refine is None else refine
             syms = []
             for i, (box, z2) in enumerate(zip(boxes, z2s)):
-                x = tiles[i] if tiles else (_tensor(pic.rgb, box, model) if steps else None)
-                syms.append(model.quantize(model.refine(x, z2, q, steps) if steps else z2, q))
+                x = tiles[i] if tiles else _tensor(pic.rgb, box, model)
+                syms.append(model.quantize(model.refine(x, z2, q, steps) if steps else z2, q, image=x))
             with phase("entropy"):
                 streams = [symbols_to_chunks(model, sym) for sym in syms]
             data = _pack(pic, model, q, streams, None, tile_wh)

@@ -232,12 +232,25 @@ def test_a_split_map_is_kept_only_when_the_whole_image_costs_less_than_all_fine(
     # on the coded bits and the decoded pixels, decides between that map and all-fine.
     split = _checkerboard(ms_model, x)[None, None].float()
     monkeypatch.setattr(ms_model, "region_costs", lambda *a: (split * 0 + 1 - split, split * 0 + 0.5))
-    target = ms_model._decode_float(y, ms_model.gain(torch.tensor([q])), torch.tensor([q])).clamp(0, 1)
-    costs = [ms_model.coded_cost(ms_model._symbols(y, y_c, s), target, q) for s in (torch.ones_like(split), split)]
-    chosen = ms_model.choose_split(y, y_c, q)
+    costs = [ms_model.coded_cost(ms_model._symbols(y, y_c, s), x, q) for s in (torch.ones_like(split), split)]
+    chosen = ms_model.choose_split(y, y_c, q, image=x)
     assert torch.equal(chosen, split if costs[1] < costs[0] else torch.ones_like(split))
     # The untrained coarse scale costs more: all-fine it is, with nothing spent on the coarse scale.
     assert costs[1] > costs[0] and chosen.all()
+
+
+@torch.no_grad()
+def test_encoders_judge_the_split_against_the_input_image(ms_model, sample_image, monkeypatch):
+    # Against the decoder's image of the unquantized latent, coarse regions look cheaper than the
+    # file turns out (bench/ms_split_decision.py): compress and rate control pass the input itself.
+    seen = []
+    choose = ms_model.choose_split
+    monkeypatch.setattr(ms_model, "choose_split", lambda y, y_c, q, image=None: seen.append(image) or choose(y, y_c, q, image))
+    x = _x(sample_image)
+    ms_model.compress(x, 4.0)
+    api.encode_to_target(sample_image, target_bpp=0.5, model_id=MS_ID)
+    assert len(seen) >= 2 and torch.equal(seen[0], x)
+    assert all(im is not None and im.shape == x.shape for im in seen)
 
 
 @torch.no_grad()

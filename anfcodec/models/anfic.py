@@ -344,7 +344,7 @@ class ANFIC(nn.Module):
     @torch.inference_mode()
     def compress(self, x: torch.Tensor, quality: float, refine: float = 0) -> Symbols:
         """Image [1, 3, H, W] in [0, 1] (padded) -> integer symbols."""
-        return self.quantize(self.refine(x, self.analyze(x), quality, refine), quality)
+        return self.quantize(self.refine(x, self.analyze(x), quality, refine), quality, image=x)
 
     _refine_against_float = False
 
@@ -389,8 +389,9 @@ class ANFIC(nn.Module):
         return self.encoder_flow(x - 0.5)[1]
 
     @torch.inference_mode()
-    def quantize(self, z2: torch.Tensor, quality: float) -> Symbols:
-        """Latent z2 -> integer symbols at ``quality``."""
+    def quantize(self, z2: torch.Tensor, quality: float, image: torch.Tensor | None = None) -> Symbols:
+        """Latent z2 -> integer symbols at ``quality``. ``image``, the input z2 was analysed from,
+        is for models whose coding decisions weigh distortion (MS-ANFIC's split); here it is unused."""
         q = torch.tensor([quality], dtype=torch.float32, device=z2.device)
         y = z2 * self.gain(q)
         h = self.h_a(y)

@@ -317,16 +317,20 @@ class MSANFIC(ANFICCheckerboard):
         return cost_f, coarse_bits + w * region_error(self.split_up(yc_round))
 
     @torch.inference_mode()
-    def choose_split(self, y: torch.Tensor, y_c: torch.Tensor, quality: float) -> torch.Tensor:
+    def choose_split(self, y: torch.Tensor, y_c: torch.Tensor, quality: float,
+                     image: torch.Tensor | None = None) -> torch.Tensor:
         """The encoder's split map [1, 1, H/2, W/2] (1 = fine) on true costs.
 
-        Per region, the cheaper scale by ``region_costs`` against the image the decoder makes of the
-        unquantized latent (the encoder's refinement makes it the input). Then the whole image: the
-        map is kept only if coding it costs fewer bits (every chunk's symbols, by the coding tables)
-        plus lambda * 255^2 / 3 * squared error of the decoded pixels than coding it all-fine."""
+        Per region, the cheaper scale by ``region_costs``; then the whole image: the map is kept
+        only if coding it costs fewer bits (every chunk's symbols, by the coding tables) plus
+        lambda * 255^2 / 3 * squared error of the decoded pixels than coding it all-fine.
+        Both are judged against ``image``, the input the file is judged by. Without it, the
+        decoder's image of the unquantized latent stands in; that stand-in flatters coarse
+        regions (on Kodak q5 it accepted maps whose files cost 2 kbit more than all-fine:
+        ``bench/ms_split_decision.py``), so encoders pass the image."""
         q = torch.tensor([quality], dtype=torch.float32, device=y.device)
         gain, lmbda = self.gain(q), self.lmbda(q)
-        target = self._decode_float(y, gain, q).clamp(0, 1)
+        target = self._decode_float(y, gain, q).clamp(0, 1) if image is None else image
         cost_f, cost_c = self.region_costs(target, y, y_c, gain, lmbda, q)
         split = (cost_f <= cost_c).float()
         if split.all():
@@ -405,7 +409,7 @@ class MSANFIC(ANFICCheckerboard):
 
     def _forward_eval_one(self, x: torch.Tensor, quality: float) -> dict:
         x1, z2 = self.encoder_flow(x - 0.5)
-        sym = self.quantize(z2, quality)
+        sym = self.quantize(z2, quality, image=x)
         q = torch.tensor([quality])
         x_hat, x2 = self._reconstruct(x1, self.dequantize(sym).float(), self.gain(q), q)
         return {"x_hat": x_hat, "x2": x2, "split": sym.split[None, None].float(), "likelihoods": self.likelihoods(sym)}
@@ -435,17 +439,19 @@ class MSANFIC(ANFICCheckerboard):
 
     # -- codec surface ------------------------------------------------------------------------
     @torch.inference_mode()
-    def quantize(self, z2: torch.Tensor, quality: float, split: torch.Tensor | None = None) -> MSSymbols:
+    def quantize(self, z2: torch.Tensor, quality: float, split: torch.Tensor | None = None,
+                 image: torch.Tensor | None = None) -> MSSymbols:
         """Latent z2 -> both scales' symbols and the split map at ``quality``.
 
-        The split map is ``choose_split``'s unless ``split`` ([H/2, W/2] in latent units, 1 = fine)
-        imposes one (tests, or an external split predictor).
+        The split map is ``choose_split``'s, judged against ``image`` (the padded input z2 was
+        analysed from), unless ``split`` ([H/2, W/2] in latent units, 1 = fine) imposes one
+        (tests, or an external split predictor).
         """
         q = torch.tensor([quality], dtype=torch.float32, device=z2.device)
         y = z2 * self.gain(q)
         y_c = self.split_down(y)
         if split is None:
-            split = self.choose_split(y, y_c, quality)
+            split = self.choose_split(y, y_c, quality, image)
         return self._symbols(y, y_c, split.to(y).view(1, 1, *y_c.shape[2:]))
 
     def _symbols(self, y: torch.Tensor, y_c: torch.Tensor, split: torch.Tensor) -> MSSymbols:
