@@ -13,6 +13,7 @@ import torch
 from anfcodec import api, bitstream, zoo
 from anfcodec import container as fmt
 from anfcodec.imageio import pad_edge
+from anfcodec.decoder.decode import decode as decoder_decode
 from anfcodec.models import MSANFIC
 from conftest import installed_model
 from roundtrip import assert_same_symbols, check_round_trip
@@ -104,7 +105,9 @@ def _repack(data: bytes, change) -> bytes:
     return fmt.pack(fmt.Container(c.header, change(c.chunks)))
 
 
-def test_damaged_split_map_and_scale_chunks_are_clean_errors(ms_model, sample_image):
+@pytest.mark.parametrize("decode", [api.decode, lambda data: decoder_decode(data, strict=True)],
+                         ids=["torch", "torch-free"])
+def test_damaged_split_map_and_scale_chunks_are_clean_errors(ms_model, sample_image, decode):
     data, _ = _file(ms_model, sample_image, 4.0, _checkerboard(ms_model, _x(sample_image)))
     c = fmt.unpack(data)
     # Bytes flipped on disk: the chunk CRC names the chunk.
@@ -112,7 +115,7 @@ def test_damaged_split_map_and_scale_chunks_are_clean_errors(ms_model, sample_im
         pos = data.index(ctype) + 10
         bad = data[:pos] + bytes([data[pos] ^ 0x5A]) + data[pos + 1:]
         with pytest.raises(fmt.FormatError, match=f"CRC mismatch in {ctype.decode()}"):
-            api.decode(bad)
+            decode(bad)
     # A forged split map with a valid chunk CRC: the map's own CRC catches it.
     def forge_split(chunks):
         out = []
@@ -123,15 +126,15 @@ def test_damaged_split_map_and_scale_chunks_are_clean_errors(ms_model, sample_im
             out.append((t, p))
         return out
     with pytest.raises(api.DecodeError, match="SPLT"):
-        api.decode(_repack(data, forge_split))
+        decode(_repack(data, forge_split))
     # A missing scale chunk, and a coarse-scale stream cut short.
     with pytest.raises(api.DecodeError, match="missing CLAT"):
-        api.decode(_repack(data, lambda ch: [(t, p) for t, p in ch if t != b"CLAT"]))
+        decode(_repack(data, lambda ch: [(t, p) for t, p in ch if t != b"CLAT"]))
     # A stream cut short behind a valid CRC: a clean error or an image of the declared size, never a crash
     # (docs/FORMAT.md; a range decoder may read the missing words as zeros).
     cut = _repack(data, lambda ch: [(t, p[:12] if t == b"CLAT" else p) for t, p in ch])
     try:
-        assert api.decode(cut).size == sample_image.size
+        assert decode(cut).size == sample_image.size
     except (api.DecodeError, fmt.FormatError):
         pass
     assert c.header.model_id == MS_ID
@@ -268,18 +271,27 @@ def test_region_costs_charge_bits_and_pixel_error_per_region(ms_model, sample_im
     assert float(cost_f.sum()) == pytest.approx(whole, rel=0.1)
 
 
-def test_anfcodec_decode_hands_ms_files_to_the_torch_decoder(ms_model, sample_image, tmp_path):
-    # The torch-free decoder has no MS-ANFIC program: a process without torch loaded still decodes
-    # such a file, through torch, to the same pixels.
+@pytest.mark.parametrize("quality", [1.0, 4.0, 8.0])
+def test_the_torch_free_decoder_decodes_both_scales_to_the_torch_decoders_pixels(ms_model, sample_image, quality):
+    x = _x(sample_image)
+    for split in (_checkerboard(ms_model, x), None):  # both scales, then the encoder's own map (all fine)
+        data, _ = _file(ms_model, sample_image, quality, split)
+        got = decoder_decode(data, strict=True)
+        assert np.array_equal(np.asarray(got), np.asarray(api.decode(data)))
+
+
+def test_anfcodec_decode_takes_ms_files_without_torch(ms_model, sample_image, tmp_path):
+    # A process where importing torch fails decodes a file with both scales to the torch decoder's pixels.
     import os
     import subprocess
     import sys
-    data = api.encode(sample_image, quality=4, model_id=MS_ID)
+    data, _ = _file(ms_model, sample_image, 4.0, _checkerboard(ms_model, _x(sample_image)))
     (tmp_path / "ms.anf").write_bytes(data)
     np.save(tmp_path / "want.npy", np.asarray(api.decode(data)))
-    code = ("import sys, numpy as np, anfcodec\n"
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import numpy as np, anfcodec\n"
             "got = np.asarray(anfcodec.decode(open(sys.argv[1], 'rb').read()))\n"
-            "assert np.array_equal(got, np.load(sys.argv[2])) and 'torch' in sys.modules\n"
+            "assert np.array_equal(got, np.load(sys.argv[2]))\n"
             "print('ok')\n")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ms.anf"), str(tmp_path / "want.npy")],
                          capture_output=True, text=True, env={**os.environ, zoo.ENV: str(zoo.WEIGHTS_DIR)})

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import entropy_coding as ec
-from .. import ptfile
+from .. import ptfile, zoo
 from .. import container as fmt
-from ..zoo import WEIGHTS_DIR, ModelNotFound, find_entry, sha256_file
+from ..zoo import ModelNotFound, find_entry, sha256_file
 from . import program as prog
 from .nets import ACT_BITS, ExactNet, to_grid
 from .synthesis import Synthesis
@@ -38,9 +38,11 @@ def anchor_mask(height: int, width: int) -> np.ndarray:
 
 
 class DecoderModel:
+    archs = ("anfic", "anfic-ckbd")
+
     def __init__(self, program: dict, arrays: dict, model_id: str = ""):
         self.model_id, self.arch = model_id, program["arch"]
-        if self.arch not in ("anfic", "anfic-ckbd"):
+        if self.arch not in self.archs:
             raise NoDecoderProgram(f"the torch-free decoder does not know architecture {self.arch!r}")
         self.fixed = program["quantizer"] == "fixed"
         self.num_qualities, self.pad_multiple = program["num_qualities"], program["pad_multiple"]
@@ -52,7 +54,7 @@ class DecoderModel:
         self.thresholds = np.ascontiguousarray(t["log_scale_thresholds"].astype(np.float64)[:-1])
         self.h_s = ExactNet(prog.lower(program["hyper"], arrays))
         self.context = None
-        if self.arch == "anfic-ckbd":
+        if "context" in program:  # the checkerboard context (and the multiscale model's fine scale)
             (ctx,) = prog.lower(program["context"], arrays)
             self.context_pad = ctx.pad
             ctx.stride, ctx.pad = 2, (0, 0)  # evaluated at one lattice of non-anchors at a time
@@ -61,7 +63,7 @@ class DecoderModel:
 
     @classmethod
     def load(cls, model_id: str, weights_hash: bytes | None = None, weights_dir: Path | None = None) -> "DecoderModel":
-        wdir = Path(weights_dir) if weights_dir else WEIGHTS_DIR
+        wdir = Path(weights_dir) if weights_dir else zoo.WEIGHTS_DIR  # read now: tests install models
         entry = find_entry(model_id, weights_hash, weights_dir=wdir)
         if "decoder" not in entry:
             raise NoDecoderProgram(f"model {model_id!r} ({entry['sha256'][:16]}) has no decoder program for the "
@@ -71,6 +73,8 @@ class DecoderModel:
             if sha256_file(path) != digest:
                 raise ModelNotFound(f"{path} is damaged: its SHA-256 does not match the manifest")
         program, derived = prog.load(files[1][0])
+        if program["arch"] == "ms-anfic":
+            from .multiscale import MSDecoderModel as cls
         return cls(program, {**ptfile.load_state_dict(files[0][0]), **derived}, model_id)
 
     # -- entropy parameters -------------------------------------------------------------------------
@@ -84,16 +88,18 @@ class DecoderModel:
         return self.h_s(to_grid(h_hat[None]))
 
     def _split(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exact network output -> (scale-table indices, means fp32)."""
-        mu, log_sigma = out[:, :self.m], out[:, self.m:]
+        """Exact network output (means, then log-scales) -> (scale-table indices, means fp32)."""
+        half = out.shape[1] // 2
+        mu, log_sigma = out[:, :half], out[:, half:]
         log_sigma = np.clip(log_sigma, LOG_SCALE_MIN * 2**ACT_BITS, LOG_SCALE_MAX * 2**ACT_BITS)
         return np.searchsorted(self.thresholds, log_sigma, side="left").astype(np.int32), \
             (mu * 2.0**-ACT_BITS).astype(np.float32)
 
-    def _with_context(self, base: np.ndarray, y_round: np.ndarray) -> np.ndarray:
-        """``ANFICCheckerboard.exact_entropy_parameters`` with the anchors decoded."""
+    def _with_context(self, base: np.ndarray, y_round: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+        """``ANFICCheckerboard.exact_entropy_parameters`` with the anchors decoded (those in ``mask``)."""
         out = base.copy()
-        anchors = to_grid(y_round * anchor_mask(*y_round.shape[-2:]))
+        anchor = anchor_mask(*y_round.shape[-2:])
+        anchors = to_grid(y_round * (anchor if mask is None else anchor & mask))
         p = self.context_pad
         padded = np.pad(anchors, ((0, 0), (0, 0), p, p))
         lattices = [(slice(0, None, 2), slice(1, None, 2)), (slice(1, None, 2), slice(0, None, 2))]
@@ -138,10 +144,10 @@ class DecoderModel:
         y_sym, mu = self._decode_passes(chunks[fmt.LATENT_CHUNK], passes)
         return y_sym[None].astype(np.float64) + self.grid_mean(mu)
 
-    def _decode_passes(self, payload: bytes, passes) -> tuple[np.ndarray, np.ndarray]:
-        """``bitstream._latent``: the LATN stream pass by pass; the CRC of the final scale indices
-        is checked before the last pass's symbols are read."""
-        bound, crc, stream = fmt.unpack_latent(payload, "LATN")
+    def _decode_passes(self, payload: bytes, passes, what: str = "LATN") -> tuple[np.ndarray, np.ndarray]:
+        """``bitstream._latent``: a latent stream (LATN, CLAT) pass by pass; the CRC of the final
+        scale indices is checked before the last pass's symbols are read."""
+        bound, crc, stream = fmt.unpack_latent(payload, what)
         y_sym = None
         try:
             dec = ec.LatentDecoder(stream, bound)
@@ -151,10 +157,10 @@ class DecoderModel:
                 if y_sym is None:
                     y_sym = np.zeros(scale_index.shape, dtype=np.int32)
                 if i == len(passes) - 1 and ec.index_checksum(scale_index) != crc:
-                    raise DecodeError("LATN: decoder/encoder mismatch: the rebuilt entropy parameters differ from "
+                    raise DecodeError(f"{what}: decoder/encoder mismatch: the rebuilt entropy parameters differ from "
                                       "the encoder's (file written by different weights or a non-deterministic platform)")
                 off = self.coding_offset(mu)[0]
                 y_sym[:, where] = dec.decode(self.scales[scale_index][:, where], off[:, where])
         except ec.EntropyCodingError as e:
-            raise DecodeError(f"LATN: {e}") from None
+            raise DecodeError(f"{what}: {e}") from None
         return y_sym, mu[0]

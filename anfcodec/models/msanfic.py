@@ -501,9 +501,24 @@ class MSANFIC(ANFICCheckerboard):
     def decompress_float(self, symbols: MSSymbols, quality: float) -> torch.Tensor:
         return self.synthesize_float(self.dequantize(symbols).float(), quality)
 
-    def decoder_program(self) -> None:
-        """None: the torch-free decoder does not run MS-ANFIC yet (its files decode with torch)."""
-        return None
+    def decoder_program(self) -> tuple[dict, dict]:
+        """The checkerboard model's program with the fine hyper-synthesis in two parts (v joins the
+        input of its last layer), the coarse hyper-synthesis and tables, and the coarse synthesis
+        (``split_up``: its linear part and its branch, run at both grids as ``_exact`` does)."""
+        from ..lowering import describe
+        program, arrays = super().decoder_program()
+        names = {m: n for n, m in self.named_modules()}
+        cfg, ebc = self.config, self.entropy_bottleneck_c
+        program.update({"hyper": describe(self.h_s.net[:4], names, arrays),
+                        "hyper_head": describe(self.h_s.net[4], names, arrays),
+                        "coarse_hyper": describe(self.h_s_c, names, arrays),
+                        "split_up_linear": describe(self.split_up.linear, names, arrays),
+                        "split_up_branch": describe(self.split_up.branch, names, arrays),
+                        "coarse_M": cfg.coarse_M, "coarse_hyper_N": cfg.coarse_hyper_N, "region": REGION})
+        tables = {"coarse_hyper_cdf": ebc._quantized_cdf, "coarse_hyper_offset": ebc._offset,
+                  "coarse_hyper_cdf_length": ebc._cdf_length, "coarse_hyper_medians": ebc._get_medians()}
+        arrays.update({f"tables.{k}": v.detach().cpu().numpy() for k, v in tables.items()})
+        return program, arrays
 
     def train(self, mode: bool = True):
         self._exact_ms = self.__dict__["_last_fine"] = None
