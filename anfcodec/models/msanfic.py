@@ -19,8 +19,9 @@ last layer starts at zero. The checkerboard context sees the decoded anchors of 
 
 The split map is the encoder's decision, on true costs (``choose_split``): per region, the
 entropy models' bits of each scale's symbols (the coarse hyperlatent's share included) plus
-lambda times the pixel squared error after the decoder; then the whole image coded with that
-map must beat all-fine in real bits and decoded pixels, else the image is coded all-fine. It is
+lambda times the squared error of the decoded pixels against the input image; then the whole
+image coded with that map must beat all-fine in real bits and decoded pixels, else the image is
+coded all-fine. It is
 side information (one bit per region, range-coded), so the decoder needs no split network.
 Training makes the same per-region decision with its float networks and also trains the coarse
 scale everywhere (a small auxiliary term), so that it becomes competitive where it is not yet
