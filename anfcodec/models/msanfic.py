@@ -286,13 +286,20 @@ class MSANFIC(ANFICCheckerboard):
         z2_hat = y_hat / gain
         return self._post(self._invert_first_pair(z2_hat, self._run(self.g_s2, z2_hat)), quality) + 0.5
 
+    def _pixel_error(self, y_hat: torch.Tensor, gain: torch.Tensor, quality: torch.Tensor,
+                     target: torch.Tensor) -> torch.Tensor:
+        """Squared error [B, 1, H, W] (summed over colours) of the float decode of ``y_hat`` against ``target``."""
+        return ((self._decode_float(y_hat, gain, quality).clamp(0, 1) - target) ** 2).sum(1, keepdim=True)
+
     def region_costs(self, target: torch.Tensor, y: torch.Tensor, y_c: torch.Tensor, gain: torch.Tensor,
-                     lmbda: torch.Tensor, quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                     lmbda: torch.Tensor, quality: torch.Tensor,
+                     fine_error: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(fine, coarse) cost of every region [B, 1, H/2, W/2], in bits: the entropy models' bits of
         that scale's symbols there (all-fine hyperprior and context for the fine scale; the coarse
         scale's with its hyperlatent's bits shared out over the regions) plus lambda * 255^2 / 3
         times the region's pixel squared error after the float decoder, against ``target``. Where the
         coarse bits alone cost more than fine coding in every region, the coarse cost is those bits.
+        ``fine_error``: the all-fine decode's ``_pixel_error``, if the caller has it.
         """
         medians = self.entropy_bottleneck._get_medians()
         zeros = torch.zeros_like(y)
@@ -309,13 +316,13 @@ class MSANFIC(ANFICCheckerboard):
         coarse_bits = self._bits(yc_round, mu_c, sigma_c).sum(1, keepdim=True) + hc_share
         w = (lmbda * 255.0**2 / 3).view(-1, 1, 1, 1) * REGION**2
 
-        def region_error(y_hat: torch.Tensor) -> torch.Tensor:
-            err = ((self._decode_float(y_hat, gain, quality).clamp(0, 1) - target) ** 2).sum(1, keepdim=True)
-            return F.avg_pool2d(err, REGION)
-        cost_f = fine_bits + w * region_error(y_round)
+        if fine_error is None:
+            fine_error = self._pixel_error(y_round, gain, quality, target)
+        cost_f = fine_bits + w * F.avg_pool2d(fine_error, REGION)
         if (coarse_bits >= cost_f).all():  # coarse loses everywhere on its bits alone: skip its decode
             return cost_f, coarse_bits      # (a lower bound of its cost, with the same decision)
-        return cost_f, coarse_bits + w * region_error(self.split_up(yc_round))
+        coarse_error = self._pixel_error(self.split_up(yc_round), gain, quality, target)
+        return cost_f, coarse_bits + w * F.avg_pool2d(coarse_error, REGION)
 
     @torch.inference_mode()
     def choose_split(self, y: torch.Tensor, y_c: torch.Tensor, quality: float,
@@ -332,22 +339,27 @@ class MSANFIC(ANFICCheckerboard):
         q = torch.tensor([quality], dtype=torch.float32, device=y.device)
         gain, lmbda = self.gain(q), self.lmbda(q)
         target = self._decode_float(y, gain, q).clamp(0, 1) if image is None else image
-        cost_f, cost_c = self.region_costs(target, y, y_c, gain, lmbda, q)
+        # All-fine decodes round(y) exactly: one decode serves the regions' and the whole image's costs.
+        fine_error = self._pixel_error(torch.round(y), gain, q, target)
+        cost_f, cost_c = self.region_costs(target, y, y_c, gain, lmbda, q, fine_error)
         split = (cost_f <= cost_c).float()
         if split.all():
             return split
         fine = torch.ones_like(split)
-        costs = [self.coded_cost(self._symbols(y, y_c, s), target, quality) for s in (fine, split)]
+        costs = [self.coded_cost(self._symbols(y, y_c, fine), target, quality, float(fine_error.sum())),
+                 self.coded_cost(self._symbols(y, y_c, split), target, quality)]
         return split if costs[1] < costs[0] else fine
 
-    def coded_cost(self, sym: MSSymbols, target: torch.Tensor, quality: float) -> float:
+    def coded_cost(self, sym: MSSymbols, target: torch.Tensor, quality: float, error: float | None = None) -> float:
         """Bits of everything ``sym`` codes (split map at one bit per region when it has a coarse region)
-        plus lambda * 255^2 / 3 times the squared error of its float decode against ``target``."""
+        plus lambda * 255^2 / 3 times the squared error of its float decode against ``target``
+        (``error``, if the caller has it)."""
         q = torch.tensor([quality], dtype=torch.float32, device=target.device)
         bits = sum(float((-torch.log2(v)).sum()) for v in self.likelihoods(sym).values())
         bits += 0 if sym.split.all() else sym.split.numel()
-        rec = self._decode_float(self.dequantize(sym).float(), self.gain(q), q).clamp(0, 1)
-        return bits + float(self.lmbda(q)) * 255.0**2 / 3 * float(((rec - target) ** 2).sum())
+        if error is None:
+            error = float(self._pixel_error(self.dequantize(sym).float(), self.gain(q), q, target).sum())
+        return bits + float(self.lmbda(q)) * 255.0**2 / 3 * error
 
     # -- training ---------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, quality: torch.Tensor) -> dict:
