@@ -8,6 +8,8 @@ operations, one at a time, each correctly rounded: the same on every machine.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -42,9 +44,14 @@ class Product:
         self.c_out, self.c_in, self.k = w.shape[0], w.shape[1], w.shape[-1]
         self.stride, self.bias = stride, bias
         self.matrix = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(-1, self.c_out))  # (ky, kx, c) rows
-        self.matrix32 = self.matrix.astype(np.float32)
         self.fan = float(np.abs(w).sum(axis=(1, 2, 3)).max()) if w.size else 0.0
         self.bias_max = 0.0 if bias is None else float(np.abs(bias).max())
+
+    @functools.cached_property
+    def matrix32(self) -> np.ndarray:
+        """The weights in float32, built when a product first runs there (the fine fixed point never
+        does: building every layer's copy up front cost a default-model decode ~0.1 s of start-up)."""
+        return self.matrix.astype(np.float32)
 
     def strips(self, x: np.ndarray, pad: tuple[int, int], shuffle: int = 1, columns=None, pixels=None,
                max_abs: float | None = None, float32_results: bool = False) -> np.ndarray:
@@ -85,10 +92,10 @@ class Product:
         unfold of C_in * k^2 values per pixel. The same exact integers: every partial sum is bounded
         by max|x| times the fan, as in the unfolded product."""
         k, dtype = self.k, np.float32 if in32 else np.float64
-        if not hasattr(self, "_taps"):
+        taps = self.__dict__.setdefault("_taps", {})
+        if dtype not in taps:
             w = self.matrix.reshape(k, k, self.c_in, self.c_out)   # (ky, kx, c) rows
-            self._taps = {t: np.ascontiguousarray(w.transpose(2, 0, 1, 3).reshape(self.c_in, -1)).astype(t)
-                          for t in (np.float32, np.float64)}
+            taps[dtype] = np.ascontiguousarray(w.transpose(2, 0, 1, 3).reshape(self.c_in, -1), dtype=dtype)
         xp = np.pad(x, ((0, 0), pad, pad, (0, 0))) if any(pad) else x
         b, h, w_, c = xp.shape
         h_out, w_out = h - k + 1, w_ - k + 1
@@ -97,7 +104,7 @@ class Product:
         for r0 in range(0, h_out, rows):
             r1 = min(r0 + rows, h_out)
             band = xp[:, r0:r1 + k - 1].astype(dtype, copy=False)
-            part = (band.reshape(-1, c) @ self._taps[dtype]).reshape(b, r1 - r0 + k - 1, w_, k, k, self.c_out)
+            part = (band.reshape(-1, c) @ taps[dtype]).reshape(b, r1 - r0 + k - 1, w_, k, k, self.c_out)
             v = part[:, :r1 - r0, :w_out, 0, 0].copy()
             for dy in range(k):
                 for dx in range(k):
