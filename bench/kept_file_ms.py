@@ -1,6 +1,6 @@
-# Usage: PYTHONPATH=. .venv/bin/python bench/kept_file_ms.py (once, when an MS release ships)
 """Write the kept file of the shipped MS-ANFIC release: small_image at q4 with a checkerboard
-split imposed (so both scales are exercised), and its decoded PNG."""
+split imposed (so both scales are exercised), and its decoded PNG, into tests/data.
+Usage, once when an MS-ANFIC release ships: PYTHONPATH=. .venv/bin/python bench/kept_file_ms.py"""
 import sys
 import numpy as np
 sys.path.insert(0, "tests")
