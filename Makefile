@@ -101,27 +101,30 @@ fuzz: install  ## the long hostile-input run (issue: reliability): 20000 cases p
 determinism: install  ## encode/decode across thread counts and ISA paths on all of $(DATA)/kodak, q 1,4,8
 	$(BIN)/python tests/test_determinism.py $(DATA)/kodak
 
-# The redone multiscale ablation (issue 22), both arms from the shipped checkerboard release at
-# the same steps, data, crops, seed and LR schedule: the base continued, and MS-ANFIC grown from it
-# with the base frozen (fix c's first stage: only the coarse scale and the conditioning train).
-# Each arm's final weights are then benchmarked on Kodak (ABL3_BENCH: extra bench options, e.g.
-# --limit 4 --qualities 1,2,4,6,8). Each arm trains to its step count however long that takes; an
-# interrupted run resumes where it stopped. The MS-ANFIC of sessions 5-7 (grown from plain ANFIC,
-# make ablation-ms then) is gone: MS-ANFIC now grows from checkerboard weights only.
+# The redone multiscale ablation (issue 22), both arms from the shipped checkerboard release
+# (step 33129), same data, crops and seed. Arm 0: the base continued 3000 steps, lr 1e-5 -> 1e-6.
+# MS-ANFIC (fix c): first its new parts alone, the base frozen (6000 cheap steps, lr 1e-4 -> 1e-5:
+# the release ms-anfic-ckbd-n128-m256), then a joint fine-tune on arm 0's schedule (3000 steps,
+# 1e-5 -> 1e-6). Each arm's final weights are benchmarked on Kodak (ABL3_BENCH: extra bench options,
+# e.g. --limit 4 --qualities 1,2,4,6,8). Each run trains to its step count however long that takes;
+# an interrupted run resumes where it stopped.
 ABL3_BASE  ?= anfic-ckbd-n128-m256
-ABL3_END   ?= 33929
 ABL3_WDIR  ?= runs/abl3-weights
 ABL3_BENCH ?=
-ablation-ms: install  ## equal-step MS-ANFIC vs checkerboard-base ablation -> docs/bench/ablation3-{ckbd,ms}/
-	for arm in anfic-ckbd ms-anfic; do \
-	  nice -n 10 $(BIN)/anfcodec train --run-dir runs/abl3-$$arm --arch $$arm --init $(ABL3_BASE) --data $(DATA)/train \
-	    --lr 1e-5 --lr-final 1e-6 --max-steps $(ABL3_END) --minutes 100000 --seed 0 --threads 1 \
-	    $$(test $$arm = ms-anfic && echo --freeze-base) || exit 1; \
-	  $(BIN)/anfcodec export runs/abl3-$$arm/last.pt --weights-dir $(ABL3_WDIR) --model-id abl3-$$arm || exit 1; \
+ABL3_RD     = --classical-from ../shared/anchors/kodak_measured.json $(ABL3_BENCH)
+ablation-ms: install  ## the MS-ANFIC ablation against the checkerboard base continued -> docs/bench/ablation3-*/
+	nice -n 10 $(BIN)/anfcodec train --run-dir runs/abl3-ckbd --arch anfic-ckbd --init $(ABL3_BASE) --data $(DATA)/train \
+	  --lr 1e-5 --lr-final 1e-6 --max-steps 36129 --minutes 100000 --seed 0 --threads 1
+	nice -n 10 $(BIN)/anfcodec train --run-dir runs/abl3-ms-frozen --arch ms-anfic --init $(ABL3_BASE) --data $(DATA)/train \
+	  --lr 1e-4 --lr-final 1e-5 --max-steps 39129 --minutes 100000 --seed 0 --threads 1 --freeze-base
+	$(BIN)/anfcodec export runs/abl3-ckbd/last.pt --weights-dir $(ABL3_WDIR) --model-id abl3-ckbd --no-default
+	$(BIN)/anfcodec export runs/abl3-ms-frozen/last.pt --weights-dir $(ABL3_WDIR) --model-id abl3-ms-frozen --no-default
+	ANFCODEC_WEIGHTS=$(ABL3_WDIR) nice -n 10 $(BIN)/anfcodec train --run-dir runs/abl3-ms-joint --arch ms-anfic --init abl3-ms-frozen \
+	  --data $(DATA)/train --lr 1e-5 --lr-final 1e-6 --max-steps 42129 --minutes 100000 --seed 0 --threads 1
+	$(BIN)/anfcodec export runs/abl3-ms-joint/last.pt --weights-dir $(ABL3_WDIR) --model-id abl3-ms-joint --no-default
+	ANFCODEC_WEIGHTS=$(ABL3_WDIR) $(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/ablation3-ckbd --model abl3-ckbd $(ABL3_RD)
+	for arm in ms-frozen ms-joint; do \
+	  ANFCODEC_WEIGHTS=$(ABL3_WDIR) $(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/ablation3-$$arm --model abl3-$$arm \
+	    $(ABL3_RD) --compare "arm 0, the base continued=docs/bench/ablation3-ckbd/bench.json" || exit 1; \
 	done
-	ANFCODEC_WEIGHTS=$(ABL3_WDIR) $(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/ablation3-ckbd --model abl3-anfic-ckbd \
-	  --classical-from ../shared/anchors/kodak_measured.json $(ABL3_BENCH)
-	ANFCODEC_WEIGHTS=$(ABL3_WDIR) $(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/ablation3-ms --model abl3-ms-anfic \
-	  --classical-from ../shared/anchors/kodak_measured.json $(ABL3_BENCH) \
-	  --compare "checkerboard base, equal steps=docs/bench/ablation3-ckbd/bench.json"
 
