@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
-MODELS = ["anfic-ckbd-n64-m256-int8", "anfic-ckbd-n128-m256"]
+MODELS = ["anfic-ckbd-n64-m256-int8", "anfic-ckbd-n128-m256", "ms-anfic-ckbd-n128-m256"]
 TORCH_FIRST = "import sys, torch; from anfcodec.cli import main; main(sys.argv[1:])"
 
 
