@@ -12,6 +12,7 @@ import torch
 
 from anfcodec import api, bitstream, zoo
 from anfcodec import container as fmt
+from anfcodec.exact import ExactnessError
 from anfcodec.imageio import pad_edge
 from anfcodec.decoder.decode import decode as decoder_decode
 from anfcodec.models import MSANFIC
@@ -21,6 +22,7 @@ from test_models import check_inverse
 
 MS_ID = "ms-anfic-test"
 BASE_ID = "anfic-ckbd-n128-m256"  # the checkerboard-context release it grows from
+SHIPPED_ID = "ms-anfic-ckbd-n128-m256"
 
 
 @pytest.fixture(scope="module")
@@ -63,18 +65,27 @@ def test_starts_as_the_single_scale_model(ms_model, sample_image):
     assert np.array_equal(np.asarray(api.decode(data)), np.asarray(api.decode(single)))
 
 
-def test_flow_is_invertible_with_quantization_bypassed(ms_model, sample_image):
-    assert check_inverse(ms_model, _x(sample_image)) < 1e-3
+@pytest.fixture(params=["grown", "shipped"])
+def any_ms(request, ms_model):
+    """The grown model (untrained coarse scale) and the shipped release (trained coarse scale)."""
+    return ms_model if request.param == "grown" else zoo.load_model(SHIPPED_ID, "cpu")
 
 
-@pytest.mark.parametrize("quality", [1.0, 4.0, 8.0])
-def test_round_trip_contract(ms_model, small_image, quality):
-    r = check_round_trip(ms_model, small_image, quality, refine=0)
+def test_flow_is_invertible_with_quantization_bypassed(any_ms, sample_image):
+    assert check_inverse(any_ms, _x(sample_image)) < 1e-3
+
+
+@pytest.mark.parametrize("quality", [1.0, 4.0, 10.0])
+def test_round_trip_contract(any_ms, small_image, quality):
+    r = check_round_trip(any_ms, small_image, quality, refine=0)
     assert r["psnr"] > 20
 
 
-@pytest.mark.parametrize("quality", [1.0, 4.0, 8.0])
-def test_exact_round_trip_with_both_scales(ms_model, sample_image, quality):
+@pytest.mark.parametrize("quality", [1.0, 4.0, 10.0])
+def test_exact_round_trip_with_both_scales(any_ms, ms_model, sample_image, quality):
+    if any_ms is not ms_model and quality == 1.0:
+        quality = 2.0  # imposed at q1, the shipped coarse scale leaves the exact range (test below)
+    ms_model = any_ms
     x = _x(sample_image)
     split = _checkerboard(ms_model, x)
     data, enc = _file(ms_model, sample_image, quality, split)
@@ -98,6 +109,21 @@ def test_exact_round_trip_with_both_scales(ms_model, sample_image, quality):
     assert abs(payload - est) <= max(0.03 * est, 200), (payload, est)
     info = fmt.describe(data)["scales"]
     assert info["fine"]["share"] == pytest.approx(float(split.float().mean()))
+
+
+def test_the_encoder_codes_all_fine_rather_than_write_an_undecodable_map(monkeypatch, sample_image):
+    # The shipped release with a checkerboard map imposed at q1: the exact synthesis refuses it. The
+    # encoder, offered that map by its own decision, must fall back to all-fine and decode.
+    model = zoo.load_model(SHIPPED_ID, "cpu")
+    x = _x(sample_image)
+    split = _checkerboard(model, x)[None, None].float()
+    z2 = model.analyze(x)
+    with pytest.raises(ExactnessError):
+        model.decompress(model.quantize(z2, 1.0, split[0, 0]), 1.0)
+    monkeypatch.setattr(model, "choose_split", lambda *a: split)
+    sym = model.quantize(z2, 1.0, image=x)
+    assert sym.split.all()
+    model.decompress(sym, 1.0)
 
 
 def _repack(data: bytes, change) -> bytes:

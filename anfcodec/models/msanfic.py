@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..entropy_models import EntropyBottleneck
-from ..exact import ACT_BITS, SYNTH_ACT_BITS, SYNTH_WEIGHT_BITS, WEIGHT_BITS, ExactSequential, to_grid
+from ..exact import ACT_BITS, SYNTH_ACT_BITS, SYNTH_WEIGHT_BITS, WEIGHT_BITS, ExactnessError, ExactSequential, to_grid
 from ..layers import conv, deconv, dct_atoms
 from .anfic import LOG_SCALE_MAX, LOG_SCALE_MIN, Symbols
 from .checkerboard import ANFICCheckerboard, CheckerboardConfig, anchor_mask
@@ -463,9 +463,24 @@ class MSANFIC(ANFICCheckerboard):
         q = torch.tensor([quality], dtype=torch.float32, device=z2.device)
         y = z2 * self.gain(q)
         y_c = self.split_down(y)
-        if split is None:
-            split = self.choose_split(y, y_c, quality, image)
-        return self._symbols(y, y_c, split.to(y).view(1, 1, *y_c.shape[2:]))
+        if split is not None:
+            return self._symbols(y, y_c, split.to(y).view(1, 1, *y_c.shape[2:]))
+        split = self.choose_split(y, y_c, quality, image)
+        sym = self._symbols(y, y_c, split)
+        if not split.all() and not self._decodable(sym, quality):
+            sym = self._symbols(y, y_c, torch.ones_like(split))
+        return sym
+
+    def _decodable(self, sym: MSSymbols, quality: float) -> bool:
+        """Whether the bit-exact synthesis decodes ``sym``. The coarse synthesis can put small values
+        into channels whose gain is tiny at low qualities; divided by that gain they can leave the
+        fixed point's exact range (shipped weights, q1, a checkerboard map imposed on the sample
+        image). The encoder never writes a file that no decoder could decode: it codes all-fine."""
+        try:
+            self.synthesize_exact(self.dequantize(sym), quality)
+        except ExactnessError:
+            return False
+        return True
 
     def _symbols(self, y: torch.Tensor, y_c: torch.Tensor, split: torch.Tensor) -> MSSymbols:
         """Both scales' symbols for a split map [1, 1, H/2, W/2]; the coarse hyperlatent sees the
