@@ -580,10 +580,12 @@ def train(run_dir, data, minutes, batch, crop, lr, lr_final, bf16, seed, M, N, q
 
 
 def _setting(text: str) -> tuple[str, object]:
-    """``FIELD=VALUE`` -> (field, int, float or the word itself)."""
+    """``FIELD=VALUE`` -> (field, int, float, bool (true/false) or the word itself)."""
     field, sep, value = text.partition("=")
     if not sep or not field:
         raise click.BadParameter(f"not FIELD=VALUE: {text!r}", param_hint="--set")
+    if value.lower() in ("true", "false"):  # a bare word would be truthy either way
+        return field, value.lower() == "true"
     for kind in (int, float):
         try:
             return field, kind(value)

@@ -6,6 +6,7 @@ multiscale weights. Its coarse scale is untrained, so the RD search picks the fi
 scale; tests that need coarse regions impose a split map.
 """
 
+import dataclasses
 import numpy as np
 import pytest
 import torch
@@ -215,16 +216,29 @@ def test_split_chunk_parses_as_docs_format_says(ms_model, sample_image):
     assert map_crc == zlib.crc32(decoded.astype(np.uint8).tobytes())
 
 
-def test_the_auxiliary_coarse_term_sends_no_gradient_to_the_gains_or_the_post_filter(ms_model):
-    model = MSANFIC(ms_model.config)
+def _aux_gradients(ms_model, **config):
+    model = MSANFIC(dataclasses.replace(ms_model.config, **config))
     model.load_state_dict(ms_model.state_dict())
     model.train()
     x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
     out = model(x, torch.tensor([2.0, 6.0]))
     out["aux_loss"].sum().backward()
+    return model
+
+
+def test_the_auxiliary_coarse_term_sends_no_gradient_to_the_gains_or_the_post_filter(ms_model):
+    model = _aux_gradients(ms_model)
     for name, p in (("log_gain", model.log_gain), ("post-filter strength", model.post_filter.strength)):
         assert p.grad is None or not p.grad.any(), name
     assert any(p.grad is not None and p.grad.any() for p in model.h_s_c.parameters())  # the term does train
+
+
+def test_the_fix_a_ablation_restores_a_push_of_every_gain_towards_finer_steps(ms_model):
+    # The pre-fix term: its only gradient to log_gain is -2 * aux_err * weight, so every used gain grows.
+    grad = _aux_gradients(ms_model, aux_gain_gradient=True).log_gain.grad
+    used = grad[[1, 5]]  # the two qualities the batch trained (q2 and q6, zero-based rows)
+    assert (used <= 0).all() and (used < 0).any()
+    assert not grad[[0, 2, 3, 4, 6, 7, 8, 9]].any()
 
 
 def test_exploration_marks_the_regions_nearest_to_being_cheaper_coarse():

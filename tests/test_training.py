@@ -166,6 +166,8 @@ def test_set_overrides_a_new_runs_config_and_refuses_unknown_fields(tmp_path):
     sets = [a for k, v in small.items() for a in ("--set", f"{k}={v}")]
     r = CliRunner().invoke(main, [*args, "--run-dir", str(tmp_path / "bad"), *sets, "--set", "coarse_explor=0.5"])
     assert r.exit_code != 0 and "no config field coarse_explor" in str(r.exception)
-    r = CliRunner().invoke(main, [*args, "--run-dir", str(tmp_path / "run"), *sets, "--set", "coarse_explore=0.25"])
+    r = CliRunner().invoke(main, [*args, "--run-dir", str(tmp_path / "run"), *sets, "--set", "coarse_explore=0.25",
+                                  "--set", "aux_gain_gradient=False"])
     assert r.exit_code == 0, r.output
-    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["config"]["coarse_explore"] == 0.25
+    config = torch.load(tmp_path / "run" / "last.pt", weights_only=False)["config"]
+    assert config["coarse_explore"] == 0.25 and config["aux_gain_gradient"] is False

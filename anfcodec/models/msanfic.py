@@ -58,6 +58,9 @@ class MSANFICConfig(CheckerboardConfig):
     # being cheaper coarse, even where fine costs less. The auxiliary term runs on a detached latent, so without
     # coarse regions in the main term the flow never learns to shape its latent for the coarse scale.
     coarse_explore: float = 0.0
+    # Ablation of fix (a) only (issue 22's row for it): True restores the pre-fix auxiliary term, whose
+    # distortion divides by the undetached gains. Releases train with False.
+    aux_gain_gradient: bool = False
 
     arch_name = "ms-anfic"
     missing_quantizer = "fixed"  # every MS-ANFIC codes on the fixed grid
@@ -397,7 +400,8 @@ class MSANFIC(ANFICCheckerboard):
         aux_bits = (self._bits(ycd, mu_cd, sigma_cd).flatten(1).sum(1) - torch.log2(hcd_lik).flatten(1).sum(1))
         # The gains are detached too: with a detached numerator, (.../gain)^2 would send every gain
         # only a push towards finer steps, strongest where the coarse projection drops detail.
-        aux_err = (((rec_d - yd) / gain.detach()) ** 2).flatten(1).sum(1)
+        aux_gain = gain if self.config.aux_gain_gradient else gain.detach()
+        aux_err = (((rec_d - yd) / aux_gain) ** 2).flatten(1).sum(1)
         pixels = x.shape[-2] * x.shape[-1]
         aux = self.config.aux_weight * (aux_bits + lmbda * 255.0**2 / 3 * aux_err) / pixels
         one = torch.ones_like
