@@ -106,7 +106,25 @@ def _run_options(f):
     return f
 
 
+def _keep_freed_memory() -> None:
+    """A one-off command owns its process: let glibc keep freed blocks for reuse. By default it
+    maps every block above a few MB afresh and unmaps it when freed, so each layer's output
+    (100 MB at 768x512) faults its pages in anew, about a tenth of a torch-free decode's time
+    (docs/RESULTS.md, session 27). Here large blocks come from the heap, which is not trimmed
+    until the exit. The library never does this: it does not own its callers' processes. Without
+    glibc, nothing."""
+    import ctypes
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_max = -1, -4
+    mallopt(m_mmap_max, 0)                     # glibc still maps when the heap cannot grow
+    mallopt(m_trim_threshold, (1 << 31) - 1)
+
+
 def _setup(threads: int | None, quiet: bool) -> None:
+    _keep_freed_memory()
     if quiet:
         warnings.simplefilter("ignore")
     if threads:
