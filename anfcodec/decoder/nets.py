@@ -154,32 +154,45 @@ class ExactNet:
                 self.layers.append((op, None))
 
     def __call__(self, a: np.ndarray) -> np.ndarray:
-        A, W = self.act_bits, self.weight_bits
         x = a.transpose(0, 2, 3, 1).copy()  # this network's own array: the steps below work in place
-        for op, product in self.layers:
-            if isinstance(op, LeakyReLU):
-                np.multiply(x, op.slope, out=x, where=x < 0)
-                np.rint(x, out=x)
-            elif isinstance(op, GDN):
-                a_max = _abs_max(x)
-                if a_max >= 2.0**26:
-                    raise ExactnessError("fixed-point GDN input would exceed 2^26")
-                if round(a_max * a_max * 2.0**-A) * product.fan + product.bias_max >= EXACT_LIMIT:
-                    raise ExactnessError("fixed-point convolution would exceed 2^52")
-                sq = np.multiply(x, x)
-                norm = product.strips(_scaled_rint(sq, 2.0**-A), (0, 0))
-                norm *= 2.0 ** -(A + W)
-                np.sqrt(norm, out=norm)
-                if op.inverse:
-                    x *= norm
-                else:
-                    x /= norm
-                np.rint(x, out=x)
-            else:
+        layers, i = self.layers, 0
+        while i < len(layers):
+            op, product = layers[i]
+            if isinstance(op, Conv):
                 if _abs_max(x) * product.fan + product.bias_max >= EXACT_LIMIT:
                     raise ExactnessError("fixed-point convolution would exceed 2^52")
-                x = product.strips(x, op.pad, op.shuffle, columns=lambda v: _scaled_rint(v, 2.0**-W))
+                # The step after a convolution runs on each strip while it is in cache, instead of
+                # on whole 100 MB arrays: the same elementwise operations, so the same values.
+                step = layers[i + 1] if i + 1 < len(layers) and not isinstance(layers[i + 1][0], Conv) else None
+                pixels = None if step is None else functools.partial(self._step, *step)
+                x = product.strips(x, op.pad, op.shuffle, columns=lambda v: _scaled_rint(v, 2.0**-self.weight_bits),
+                                   pixels=pixels)
+                i += 1 + (step is not None)
+            else:
+                x = self._step(op, product, x)
+                i += 1
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def _step(self, op: Op, product: Product | None, x: np.ndarray) -> np.ndarray:
+        """LeakyReLU or GDN, in place on x (a whole activation or one strip of it)."""
+        if isinstance(op, LeakyReLU):
+            np.multiply(x, op.slope, out=x, where=x < 0)
+            return np.rint(x, out=x)
+        A, W = self.act_bits, self.weight_bits
+        a_max = _abs_max(x)  # per strip the same refusal as for the whole: the bounds grow with a_max
+        if a_max >= 2.0**26:
+            raise ExactnessError("fixed-point GDN input would exceed 2^26")
+        if round(a_max * a_max * 2.0**-A) * product.fan + product.bias_max >= EXACT_LIMIT:
+            raise ExactnessError("fixed-point convolution would exceed 2^52")
+        sq = np.multiply(x, x)
+        norm = product.strips(_scaled_rint(sq, 2.0**-A), (0, 0))
+        norm *= 2.0 ** -(A + W)
+        np.sqrt(norm, out=norm)
+        if op.inverse:
+            x *= norm
+        else:
+            x /= norm
+        return np.rint(x, out=x)
 
 
 def _scaled_rint(v: np.ndarray, scale: float) -> np.ndarray:
