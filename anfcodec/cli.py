@@ -106,14 +106,26 @@ def _run_options(f):
     return f
 
 
-def _keep_freed_memory() -> None:
-    """A one-off command owns its process: let glibc keep freed blocks for reuse. By default it
-    maps every block above a few MB afresh and unmaps it when freed, so each layer's output
-    (100 MB at 768x512) faults its pages in anew, about a tenth of a torch-free decode's time
-    (docs/RESULTS.md, session 27). Here large blocks come from the heap, which is not trimmed
-    until the exit. The library never does this: it does not own its callers' processes. Without
-    glibc, nothing."""
+def _one_off_memory() -> None:
+    """A one-off command owns its process, so it tunes memory for one pass over one image:
+
+    - glibc keeps freed blocks on its heap for reuse. By default it maps every block above a few MB
+      afresh and unmaps it when freed, so each layer's output (100 MB at 768x512) faults its pages
+      in anew. The heap is not trimmed until the exit;
+    - numpy does not ask for transparent huge pages. A process that touches most of its memory
+      once pays more in the kernel for zeroing and compacting 2 MB pages than it wins in TLB
+      misses: 0.5 s of a default-model decode (docs/RESULTS.md, session 27).
+
+    The library never does this: it does not own its callers' processes. Where these knobs do
+    not exist (no glibc, another numpy), nothing changes."""
     import ctypes
+
+    import numpy as np
+    for ns in (getattr(np, "_core", None), getattr(np, "core", None)):
+        madvise = getattr(getattr(ns, "multiarray", None), "_set_madvise_hugepage", None)
+        if madvise is not None:
+            madvise(False)
+            break
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
@@ -124,7 +136,7 @@ def _keep_freed_memory() -> None:
 
 
 def _setup(threads: int | None, quiet: bool) -> None:
-    _keep_freed_memory()
+    _one_off_memory()
     if quiet:
         warnings.simplefilter("ignore")
     if threads:
