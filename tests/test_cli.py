@@ -1,5 +1,6 @@
 """CLI behaviour a user relies on: exit codes, messages, no clobbering, stdin/stdout."""
 import json
+import subprocess
 import sys
 
 import pytest
@@ -297,3 +298,12 @@ def test_threads_sets_torchs_intra_op_threads(monkeypatch, tmp_path):
                                       "--threads", "1"])
     assert r.exit_code == 0, r.output
     assert calls == [1]
+
+
+
+def test_a_one_off_command_tunes_memory_for_its_own_process_and_the_library_does_not():
+    code = ("import sys, numpy as np; sys.modules['torch'] = None; get = np.core.multiarray._get_madvise_hugepage; "
+            "default = get(); import anfcodec, anfcodec.decoder.decode; library = get(); "
+            "from anfcodec import cli; cli._one_off_memory(); print(library == default, get())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "False"]  # the library leaves numpy's huge pages alone; the CLI turns them off
