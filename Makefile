@@ -105,7 +105,8 @@ determinism: install  ## encode/decode across thread counts and ISA paths on all
 # (step 33129), same data, crops and seed. Arm 0: the base continued 3000 steps, lr 1e-5 -> 1e-6.
 # MS-ANFIC (fix c): first its new parts alone, the base frozen (6000 cheap steps, lr 1e-4 -> 1e-5:
 # the release ms-anfic-ckbd-n128-m256), then a joint fine-tune on arm 0's schedule (3000 steps,
-# 1e-5 -> 1e-6). Each arm's final weights are benchmarked on Kodak (ABL3_BENCH: extra bench options,
+# 1e-5 -> 1e-6). Row (a): the joint stage again with the auxiliary term's pre-fix gradient to the gains
+# (--set aux_gain_gradient=true). Each arm's final weights are benchmarked on Kodak (ABL3_BENCH: extra bench options,
 # e.g. --limit 4 --qualities 1,2,4,6,8). Each run trains to its step count however long that takes;
 # an interrupted run resumes where it stopped.
 ABL3_BASE  ?= anfic-ckbd-n128-m256
@@ -122,8 +123,12 @@ ablation-ms: install  ## the MS-ANFIC ablation against the checkerboard base con
 	ANFCODEC_WEIGHTS=$(ABL3_WDIR) nice -n 10 $(BIN)/anfcodec train --run-dir runs/abl3-ms-joint --arch ms-anfic --init abl3-ms-frozen \
 	  --data $(DATA)/train --lr 1e-5 --lr-final 1e-6 --max-steps 42129 --minutes 100000 --seed 0 --threads 1
 	$(BIN)/anfcodec export runs/abl3-ms-joint/last.pt --weights-dir $(ABL3_WDIR) --model-id abl3-ms-joint --no-default
+	ANFCODEC_WEIGHTS=$(ABL3_WDIR) nice -n 10 $(BIN)/anfcodec train --run-dir runs/abl3-ms-joint-a --arch ms-anfic \
+	  --init abl3-ms-frozen --data $(DATA)/train --lr 1e-5 --lr-final 1e-6 --max-steps 42129 --minutes 100000 --seed 0 \
+	  --threads 1 --set aux_gain_gradient=true
+	$(BIN)/anfcodec export runs/abl3-ms-joint-a/last.pt --weights-dir $(ABL3_WDIR) --model-id abl3-ms-joint-a --no-default
 	ANFCODEC_WEIGHTS=$(ABL3_WDIR) $(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/ablation3-ckbd --model abl3-ckbd $(ABL3_RD)
-	for arm in ms-frozen ms-joint; do \
+	for arm in ms-frozen ms-joint ms-joint-a; do \
 	  ANFCODEC_WEIGHTS=$(ABL3_WDIR) $(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/ablation3-$$arm --model abl3-$$arm \
 	    $(ABL3_RD) --compare "arm 0, the base continued=docs/bench/ablation3-ckbd/bench.json" || exit 1; \
 	done
