@@ -12,8 +12,6 @@ decoded) and decode time in a torch-blocked process (bench/decode_numpy.py), and
 peak memory of a torch-free decode of an N-megapixel mosaic of Kodak images (int8 model).
 Usage: decode_whole_process.py [IMAGE] [--mp 24]"""
 import argparse
-import os
-import platform
 import re
 import shutil
 import statistics
@@ -46,17 +44,6 @@ def peak_mb(cmd: list[str]) -> float:
 
 def bpp(path: Path, pixels: int) -> float:
     return 8 * path.stat().st_size / pixels
-
-
-def cpu_model() -> str:
-    """The machine the figures come from (they vary by CPU class: docs/RESULTS.md)."""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -94,7 +81,10 @@ def main() -> None:
         rows.append(("djxl (cjxl -e 7 -d 6)", bpp(jxl, pixels), wall(["djxl", str(jxl), str(tmp / "j.png")]), ""))
         rows.append(("avifdec (avifenc -s 4, q 42)", bpp(avif, pixels),
                      wall(["avifdec", "-j", "2", str(avif), str(tmp / "a.png")]), ""))
-    print(f"{cpu_model()}; {Path(args.image).name} at q{args.quality:g}; whole process, medians of 5 after a warm run"
+    sys.path.insert(0, str(ROOT))
+    from anfcodec.benchmarks import describe_machine, machine
+    print(f"{describe_machine(machine())}; {Path(args.image).name} at q{args.quality:g}; "
+          "whole process, medians of 5 after a warm run"
           + ("" if classical else "; djxl and avifdec are not installed here"))
     print("| command | bpp | wall s | ratio to djxl / avifdec | notes |")
     print("|---|---|---|---|---|")
@@ -103,7 +93,6 @@ def main() -> None:
         ratio = f"{s / ref[0]:.1f} / {s / ref[1]:.1f}" if ref else "n/a"
         print(f"| {name} | {b:.3f} | {s:.2f} | {ratio} | {note} |")
     if args.mp:
-        sys.path.insert(0, str(ROOT))
         from anfcodec.benchmarks.speed import mosaic
         side = (args.mp * 1e6 / 1.5) ** 0.5
         w, h = int(side * 1.5) // 64 * 64, int(side) // 64 * 64

@@ -300,7 +300,6 @@ def test_threads_sets_torchs_intra_op_threads(monkeypatch, tmp_path):
     assert calls == [1]
 
 
-
 def test_a_one_off_command_tunes_memory_for_its_own_process_and_the_library_does_not():
     code = ("import sys, numpy as np; sys.modules['torch'] = None; get = np.core.multiarray._get_madvise_hugepage; "
             "default = get(); import anfcodec, anfcodec.decoder.decode; library = get(); "
