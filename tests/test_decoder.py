@@ -1,4 +1,5 @@
 """The torch-free decoder's networks against the torch decoder's: the same integers, the same pixels."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,9 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from anfcodec import api, ptfile, zoo
+from anfcodec import api, zoo
 from anfcodec.decoder.decode import decode as decoder_decode
 from anfcodec.decoder import program as prog
+from anfcodec.decoder.model import DecoderModel
 from anfcodec.decoder.nets import ExactNet, to_grid
 from anfcodec.decoder.synthesis import Synthesis
 
@@ -20,8 +22,7 @@ MODELS = ["anfic-ckbd-n64-m256-int8", "anfic-ckbd-n64-m256", "anfic-n128-m256"]
 def _arrays(model_id):
     model = zoo.load_model(model_id)
     program, derived = model.decoder_program()
-    entry = zoo.find_entry(model_id)
-    state = ptfile.load_state_dict(zoo.WEIGHTS_DIR / entry["file"])
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
     return model, program, {**state, **derived}
 
 
@@ -41,6 +42,38 @@ def test_program_round_trips_through_its_file(model_id, tmp_path):
     loaded, back = prog.load(tmp_path / "p.npz")
     assert loaded["synthesis_order"] == program["synthesis_order"]
     assert all(np.array_equal(back[k], derived[k]) for k in derived)
+
+
+@pytest.mark.parametrize("model_id", MODELS)
+def test_a_compiled_program_holds_the_decoders_integers_and_no_float_weights(model_id, tmp_path):
+    """Building the decoder from float weights records each weight's integer forms; the program
+    stores those instead of the weights, and a decoder built from the file has the same products."""
+    _, program, arrays = _arrays(model_id)
+    built = DecoderModel.build(program, arrays)
+    prog.save(tmp_path / "p.npz", program, prog.compiled_arrays(program, arrays))
+    loaded, stored = prog.load(tmp_path / "p.npz")
+    weights = {k for k in prog.referenced(program) if k.endswith((".weight", ".gamma"))}
+    assert weights and not weights & set(stored)
+    assert all(stored[k].dtype.kind == "i" for k in stored if k.endswith(("@grid14", "@grid16", "@int8")))
+    again = DecoderModel.build(loaded, stored)
+    for a, b in zip(built.h_s.layers, again.h_s.layers):
+        assert (a[1] is None) == (b[1] is None) and (a[1] is None or np.array_equal(a[1].matrix, b[1].matrix))
+    for name, net in built.synthesis.nets.items():
+        mine = [c.product for c in net.convs] if hasattr(net, "convs") else [p for _, p in net.layers if p]
+        theirs = [c.product for c in again.synthesis.nets[name].convs] if hasattr(net, "convs") \
+            else [p for _, p in again.synthesis.nets[name].layers if p]
+        assert all(np.array_equal(u.matrix, v.matrix) and u.fan == v.fan for u, v in zip(mine, theirs, strict=True))
+
+
+def test_int16_storage_keeps_the_few_larger_integers_exactly(tmp_path):
+    v = np.arange(-40000, 40000, 7, dtype=np.int32)[None]
+    v[0, ::5] = 12  # most values fit int16, some do not
+    v[0, 3] = 2**30
+    prog.save(tmp_path / "p.npz", {"arch": "x"}, {"w@grid16": v, "tables.t": v})
+    _, back = prog.load(tmp_path / "p.npz")
+    assert back["w@grid16"].dtype == np.int32 and np.array_equal(back["w@grid16"], v)
+    with np.load(tmp_path / "p.npz") as z:
+        assert z["w@grid16"].dtype == np.int16 and z["tables.t"].dtype == np.int32
 
 
 @pytest.mark.parametrize("model_id", MODELS)
@@ -68,8 +101,11 @@ GOLDEN = Path(__file__).parent / "data"
 BLOCK_TORCH = "import sys; sys.modules['torch'] = None; sys.modules['compressai'] = None\n"
 
 
-def test_golden_files_decode_without_torch():
-    """A process where importing torch fails decodes every golden file to its stored pixels."""
+def test_golden_files_decode_without_torch_or_weights_files(tmp_path):
+    """A process where importing torch fails, with the manifest and the decoder programs installed
+    but no weights file (a decode-only install), decodes every golden file to its stored pixels."""
+    for f in [zoo.WEIGHTS_DIR / "manifest.json", *zoo.WEIGHTS_DIR.glob("*.decoder.npz")]:
+        (tmp_path / f.name).symlink_to(f)
     code = BLOCK_TORCH + (
         "import numpy as np, pathlib\n"
         "from PIL import Image\n"
@@ -78,7 +114,8 @@ def test_golden_files_decode_without_torch():
         "    got = np.asarray(decode(f.read_bytes()))\n"
         "    assert np.array_equal(got, np.asarray(Image.open(f.with_suffix('.png')))), f.name\n"
         "    print(f.name)\n")
-    out = subprocess.run([sys.executable, "-c", code, str(GOLDEN)], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code, str(GOLDEN)], capture_output=True, text=True,
+                         env={**os.environ, zoo.ENV: str(tmp_path)})
     assert out.returncode == 0, out.stderr
     assert len(out.stdout.split()) == len(list(GOLDEN.glob("*.anf"))) > 0
 
@@ -152,3 +189,10 @@ def test_the_cli_decodes_every_golden_file_without_torch(tmp_path):
         r = subprocess.run([sys.executable, "-c", code, "decode", str(f), "-o", str(out)], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-2000:]
         assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(f.with_suffix(".png")))), f.name
+
+
+def test_a_program_of_another_format_is_refused_clearly(tmp_path):
+    text = np.frombuffer(b'{"format": 1, "arch": "anfic"}', dtype=np.uint8)
+    np.savez(tmp_path / "p.npz", **{prog.PROGRAM_KEY: text})
+    with pytest.raises(prog.ProgramError, match="format 1: this decoder reads 2"):
+        prog.load(tmp_path / "p.npz")

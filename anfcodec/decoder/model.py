@@ -1,8 +1,7 @@
 """A shipped model as the torch-free decoder holds it: entropy parameters, latent decoding, synthesis.
 
-``DecoderModel.load`` reads the weights file (``anfcodec.ptfile``, hash-checked against the
-manifest) and the decoder program beside it (``program.load``, hash-checked too), then rebuilds
-exactly what ``ANFIC`` and ``ANFICCheckerboard`` compute from a file's chunks: the hyperlatent's
+``DecoderModel.load`` reads the model's compiled decoder program (``program.load``, hash-checked
+against the manifest; the weights file is not needed), then rebuilds exactly what ``ANFIC`` and ``ANFICCheckerboard`` compute from a file's chunks: the hyperlatent's
 integer CDFs, the fixed-point hyper-synthesis and checkerboard context (``nets.ExactNet``), the
 scale-table indices and means, the latent symbols pass by pass, and the image (``synthesis``).
 """
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import entropy_coding as ec
-from .. import ptfile, zoo
+from .. import zoo
 from .. import container as fmt
 from ..zoo import ModelNotFound, find_entry, sha256_file
 from . import program as prog
@@ -68,14 +67,23 @@ class DecoderModel:
         if "decoder" not in entry:
             raise NoDecoderProgram(f"model {model_id!r} ({entry['sha256'][:16]}) has no decoder program for the "
                                 "torch-free decoder (make decoder-programs)")
-        files = [(wdir / entry["file"], entry["sha256"]), (wdir / entry["decoder"]["file"], entry["decoder"]["sha256"])]
-        for path, digest in files:
-            if sha256_file(path) != digest:
-                raise ModelNotFound(f"{path} is damaged: its SHA-256 does not match the manifest")
-        program, derived = prog.load(files[1][0])
+        path = wdir / entry["decoder"]["file"]
+        if sha256_file(path) != entry["decoder"]["sha256"]:
+            raise ModelNotFound(f"{path} is damaged: its SHA-256 does not match the manifest")
+        try:
+            program, arrays = prog.load(path)
+        except prog.ProgramError as e:
+            raise NoDecoderProgram(f"model {model_id!r}: {e}") from None
+        return cls.build(program, arrays, model_id)
+
+    @staticmethod
+    def build(program: dict, arrays: dict, model_id: str = "") -> "DecoderModel":
+        """The decoder of a program's architecture. From float weights (at export) it records every
+        weight's decoder forms in ``arrays`` (``program.compiled_arrays``)."""
         if program["arch"] == "ms-anfic":
-            from .multiscale import MSDecoderModel as cls
-        return cls(program, {**ptfile.load_state_dict(files[0][0]), **derived}, model_id)
+            from .multiscale import MSDecoderModel
+            return MSDecoderModel(program, arrays, model_id)
+        return DecoderModel(program, arrays, model_id)
 
     # -- entropy parameters -------------------------------------------------------------------------
     def latent_shape(self, width: int, height: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:

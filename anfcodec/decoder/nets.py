@@ -37,26 +37,21 @@ def shuffle_nhwc(v: np.ndarray, s: int) -> np.ndarray:
     return v.reshape(b, h, w, c, s, s).transpose(0, 1, 4, 2, 5, 3).reshape(b, h * s, w * s, c)
 
 
-def _rows_matrix(w: np.ndarray) -> np.ndarray:
-    """[C_out, C_in, k, k] -> float64 [(ky, kx, c) rows, C_out]: the unfolded input's weights. Copied
-    in blocks of output channels, a transpose that stays in cache: 5x numpy's strided copy of the
-    whole, which was a fifth of a decoder's start-up."""
-    c_out, c_in, k, _ = w.shape
-    out = np.empty((k * k, c_in, c_out))
-    src = w.reshape(c_out, c_in, k * k)
-    for o in range(0, c_out, 64):
-        out[:, :, o:o + 64] = src[o:o + 64].transpose(2, 1, 0)
-    return out.reshape(-1, c_out)
+def hwio(w: np.ndarray) -> np.ndarray:
+    """Convolution weights [C_out, C_in, k, k] -> [k, k, C_in, C_out], the layout ``Product``
+    multiplies (rows in the unfolded input's (ky, kx, c) order) and compiled programs store."""
+    return np.ascontiguousarray(np.asarray(w).transpose(2, 3, 1, 0))
 
 
 class Product:
-    """The exact integer products of one convolution: integer weights [C_out, C_in, k, k] (float64)."""
+    """The exact integer products of one convolution: integer weights [k, k, C_in, C_out] (``hwio``;
+    any integer or float type), multiplied in float64."""
 
     def __init__(self, w: np.ndarray, bias: np.ndarray | None, stride: int):
-        self.c_out, self.c_in, self.k = w.shape[0], w.shape[1], w.shape[-1]
+        self.k, _, self.c_in, self.c_out = w.shape
         self.stride, self.bias = stride, bias
-        self.matrix = _rows_matrix(w)
-        self.fan = float(np.abs(w).sum(axis=(1, 2, 3)).max()) if w.size else 0.0
+        self.matrix = np.asarray(w.reshape(-1, self.c_out), dtype=np.float64)  # a contiguous cast: cheap start-up
+        self.fan = float(np.abs(w).sum(axis=(0, 1, 2), dtype=np.float64).max()) if w.size else 0.0
         self.bias_max = 0.0 if bias is None else float(np.abs(bias).max())
 
     @functools.cached_property
@@ -157,11 +152,12 @@ class ExactNet:
         for op in ops:
             if isinstance(op, Conv):
                 b = None if op.bias is None else np.rint(op.bias * 2.0 ** (W + A))
-                self.layers.append((op, Product(np.rint(op.weight * 2.0**W), b, op.stride)))
+                w = op.compiled(f"grid{W}", lambda op=op: hwio(np.rint(op.weight * 2.0**W)))
+                self.layers.append((op, Product(w, b, op.stride)))
             elif isinstance(op, GDN):
                 c = op.beta.size
-                self.layers.append((op, Product(np.rint(op.gamma * 2.0**W).reshape(c, c, 1, 1),
-                                                np.rint(op.beta * 2.0 ** (W + A)), 1)))
+                gamma = op.compiled(f"grid{W}", lambda op=op: hwio(np.rint(op.gamma * 2.0**W).reshape(c, c, 1, 1)))
+                self.layers.append((op, Product(gamma, np.rint(op.beta * 2.0 ** (W + A)), 1)))
             else:
                 self.layers.append((op, None))
 
@@ -229,23 +225,25 @@ class Int8Conv:
 
     def __init__(self, op: Conv, amax: float, wide: bool, post: GDN | LeakyReLU | None, post_amax: float):
         rep = op.shuffle**2
-        s_w = np.maximum(op.output_scale_groups(), 2.0**-60) / 127
+        s_w = op.compiled("int8_scale", lambda: np.maximum(op.output_scale_groups(), 2.0**-60) / 127, integers=False)
         s_col = np.repeat(s_w, rep)
         bias = op.bias if op.bias is not None else np.zeros_like(s_col)
         self.limit = WIDE_LIMIT if wide else NARROW_LIMIT
         self.s_in = max(float(amax), 2.0**-60) / self.limit
         self.inv_s_in = _f32(1.0 / self.s_in)
         self.pad, self.shuffle = op.pad, op.shuffle
-        self.product = Product(np.rint(op.weight / s_col.reshape(-1, 1, 1, 1)), None, op.stride)
+        self.product = Product(op.compiled("int8", lambda: hwio(np.rint(op.weight / s_col.reshape(-1, 1, 1, 1)))),
+                               None, op.stride)
         self.scale = (self.s_in * s_col).astype(np.float32)
         self.bias = bias.astype(np.float32)
         self.out_scale64 = self.s_in * s_col * 2.0**SYNTH_ACT_BITS
         self.bias64 = bias * 2.0**SYNTH_ACT_BITS
         self.gdn = post if isinstance(post, GDN) else None
         if self.gdn is not None:
-            s_g = np.maximum(post.gamma.max(axis=1), 2.0**-60) / 127
-            c = post.gamma.shape[0]
-            self.gamma = Product(np.rint(post.gamma / s_g[:, None]).reshape(c, c, 1, 1), None, 1)
+            s_g = post.compiled("int8_scale", lambda: np.maximum(post.gamma.max(axis=1), 2.0**-60) / 127, integers=False)
+            c = post.beta.size
+            gamma = post.compiled("int8", lambda: hwio(np.rint(post.gamma / s_g[:, None]).reshape(c, c, 1, 1)))
+            self.gamma = Product(gamma, None, 1)
             s_sq = max(float(post_amax), 2.0**-60) ** 2 / SQ_LIMIT
             self.inv_s_sq = _f32(1.0 / s_sq)
             self.norm_scale = (s_sq * s_g).astype(np.float32)

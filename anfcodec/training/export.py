@@ -126,12 +126,15 @@ def write_decoder_program(model, weights_path: Path) -> dict | None:
     file, named after it: the manifest entry's ``decoder`` (file and SHA-256). None for a model
     the torch-free decoder does not run (its files need the torch decoder)."""
     from ..decoder import program as prog
+    from ..decoder.model import DecoderModel
     described = model.decoder_program()
     if described is None:
         return None
-    spec, arrays = described
+    spec, derived = described
+    arrays = {**{k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}, **derived}
+    DecoderModel.build(spec, arrays)  # compiles: records the decoder's forms of every weight in arrays
     path = Path(weights_path).with_suffix(".decoder.npz")
-    prog.save(path, spec, arrays)
+    prog.save(path, spec, prog.compiled_arrays(spec, arrays))
     os.chmod(path, 0o644)
     return {"file": path.name, "sha256": sha256_file(path)}
 
