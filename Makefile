@@ -5,7 +5,7 @@ BIN      = $(VENV)/bin
 DATA    ?= ../shared/data
 MINUTES ?= 60
 
-.PHONY: install demo test test-sweep test-fast bench bench-generations bench-high-rate bench-speed bench-speed-fast bench-speed-int8 bench-speed-768 bench-speed-avx2 bench-memory bench-floor train train-fast export export-fast decoder-programs clean fuzz determinism ablation-ms
+.PHONY: install demo test test-sweep test-fast bench bench-generations bench-high-rate bench-speed bench-speed-fast bench-speed-int8 bench-speed-768 bench-speed-avx2 bench-decode bench-decode-avx2 bench-memory bench-floor train train-fast export export-fast decoder-programs clean fuzz determinism ablation-ms
 
 $(BIN)/anfcodec: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -83,8 +83,19 @@ bench-speed-768: install  ## 768x512 only, the default and the int8 fast model, 
 	for m in $(RUN) $(INT8_MODEL); do $(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/cpu-$(ISA)$(ISA_TAG)/$$m --speed \
 	  --qualities 4 --max-mp 0.5 --settle 10 --model $$m || exit 1; done
 
-bench-speed-avx2: install  ## bench-speed-768 with torch, oneDNN and MKL capped at AVX2 (an AVX-512 machine emulating the other class) -> docs/bench/cpu-avx2-emulated/
-	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 $(MAKE) bench-speed-768 ISA_TAG=-emulated
+# An AVX-512 machine emulating the AVX2 class: torch, oneDNN and MKL capped at AVX2, numpy's
+# dispatch without its AVX-512 targets and OpenBLAS on its Haswell (AVX2) kernels. Lowering caps
+# only: never raise them above what the CPU has (SIGILL).
+AVX2_CAPS = ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 OPENBLAS_CORETYPE=Haswell \
+  NPY_DISABLE_CPU_FEATURES="AVX512F AVX512CD AVX512_KNL AVX512_KNM AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL"
+bench-speed-avx2: install  ## bench-speed-768 with AVX2_CAPS (an AVX-512 machine emulating the other class) -> docs/bench/cpu-avx2-emulated/
+	$(AVX2_CAPS) $(MAKE) bench-speed-768 ISA_TAG=-emulated
+
+bench-decode: install  ## one-off whole-process decodes (torch-free and torch decoder) of kodim01 q4, and a 24 MP decode's peak memory
+	$(BIN)/python bench/decode_whole_process.py --mp 24
+
+bench-decode-avx2: install  ## bench-decode without its 24 MP run, with AVX2_CAPS
+	$(AVX2_CAPS) $(BIN)/python bench/decode_whole_process.py
 
 bench-memory: install  ## peak memory of untiled coding from 0.4 to 2.7 MP: where tiling must start -> docs/bench/memory.*
 	$(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench --memory --qualities 4

@@ -12,6 +12,7 @@ decoded) and decode time in a torch-blocked process (bench/decode_numpy.py), and
 peak memory of a torch-free decode of an N-megapixel mosaic of Kodak images (int8 model).
 Usage: decode_whole_process.py [IMAGE] [--mp 24]"""
 import argparse
+import os
 import re
 import shutil
 import statistics
@@ -83,7 +84,9 @@ def main() -> None:
                      wall(["avifdec", "-j", "2", str(avif), str(tmp / "a.png")]), ""))
     sys.path.insert(0, str(ROOT))
     from anfcodec.benchmarks import describe_machine, machine
-    print(f"{describe_machine(machine())}; {Path(args.image).name} at q{args.quality:g}; "
+    caps = [f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES") if os.environ.get(k)]
+    print(f"{describe_machine(machine())}{'; capped: ' + ', '.join(caps) if caps else ''}; "
+          f"{Path(args.image).name} at q{args.quality:g}; "
           "whole process, medians of 5 after a warm run"
           + ("" if classical else "; djxl and avifdec are not installed here"))
     print("| command | bpp | wall s | ratio to djxl / avifdec | notes |")
