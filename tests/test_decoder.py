@@ -196,3 +196,13 @@ def test_a_program_of_another_format_is_refused_clearly(tmp_path):
     np.savez(tmp_path / "p.npz", **{prog.PROGRAM_KEY: text})
     with pytest.raises(prog.ProgramError, match="format 1: this decoder reads 2"):
         prog.load(tmp_path / "p.npz")
+
+
+def test_a_strips_padded_rows_are_those_of_the_padded_input():
+    from anfcodec.decoder.nets import padded_rows
+    x = np.arange(2 * 7 * 5 * 3, dtype=np.float64).reshape(2, 7, 5, 3)
+    for pad in [(0, 0), (1, 1), (2, 1)]:
+        whole = np.pad(x, ((0, 0), pad, pad, (0, 0)))
+        for lo in range(-pad[0], 7):
+            for hi in range(lo + 1, 7 + pad[1] + 1):
+                assert np.array_equal(padded_rows(x, lo, hi, pad), whole[:, lo + pad[0]:hi + pad[0]])

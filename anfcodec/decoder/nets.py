@@ -74,14 +74,13 @@ class Product:
         if s == 1 and k > 1 and 4 * self.c_out <= self.c_in:
             return self._narrow(x, pad, shuffle, columns, pixels, in32, float32_results)
         matrix = self.matrix32 if in32 else self.matrix
-        xp = np.pad(x, ((0, 0), pad, pad, (0, 0))) if any(pad) else x
-        b, h, w, c = xp.shape
-        h_out, w_out = (h - k) // s + 1, (w - k) // s + 1
+        b, h, w, c = x.shape
+        h_out, w_out = (h + sum(pad) - k) // s + 1, (w + sum(pad) - k) // s + 1
         rows = max(1, STRIP_BYTES // ((4 if in32 else 8) * w_out * k * k * c))
         out = None
         for r0 in range(0, h_out, rows):
             r1 = min(r0 + rows, h_out)
-            band = xp[:, r0 * s:(r1 - 1) * s + k]
+            band = padded_rows(x, r0 * s - pad[0], (r1 - 1) * s + k - pad[0], pad)
             win = sliding_window_view(band, (k, k), axis=(1, 2))[:, ::s, ::s]   # [B, rows, W_out, C, k, k]
             cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(-1, k * k * c).astype(matrix.dtype, copy=False)
             v = cols @ matrix
@@ -103,14 +102,14 @@ class Product:
         if dtype not in taps:
             w = self.matrix.reshape(k, k, self.c_in, self.c_out)   # (ky, kx, c) rows
             taps[dtype] = np.ascontiguousarray(w.transpose(2, 0, 1, 3).reshape(self.c_in, -1), dtype=dtype)
-        xp = np.pad(x, ((0, 0), pad, pad, (0, 0))) if any(pad) else x
-        b, h, w_, c = xp.shape
-        h_out, w_out = h - k + 1, w_ - k + 1
+        b, h, w_, c = x.shape
+        w_ += sum(pad)
+        h_out, w_out = h + sum(pad) - k + 1, w_ - k + 1
         rows = max(1, STRIP_BYTES // (8 * w_ * k * k * self.c_out))
         out = None
         for r0 in range(0, h_out, rows):
             r1 = min(r0 + rows, h_out)
-            band = xp[:, r0:r1 + k - 1].astype(dtype, copy=False)
+            band = padded_rows(x, r0 - pad[0], r1 + k - 1 - pad[0], pad).astype(dtype, copy=False)
             part = (band.reshape(-1, c) @ taps[dtype]).reshape(b, r1 - r0 + k - 1, w_, k, k, self.c_out)
             v = part[:, :r1 - r0, :w_out, 0, 0].copy()
             for dy in range(k):
@@ -123,6 +122,17 @@ class Product:
                 v += self.bias
             out = _place(out, v, r0, r1, h_out, shuffle, columns, pixels)
         return out
+
+
+def padded_rows(x: np.ndarray, lo: int, hi: int, pad: tuple[int, int]) -> np.ndarray:
+    """Rows lo..hi of NHWC ``x`` zero-padded by ``pad`` on both axes (rows outside x are padding):
+    one strip's input, padded while it is small instead of a padded copy of the whole input."""
+    h = x.shape[1]
+    band = x[:, max(lo, 0):min(hi, h)]
+    top, bottom = max(-lo, 0), max(hi - h, 0)
+    if top or bottom or any(pad):
+        band = np.pad(band, ((0, 0), (top, bottom), pad, (0, 0)))
+    return band
 
 
 def _place(out, v: np.ndarray, r0: int, r1: int, h_out: int, shuffle: int, columns, pixels) -> np.ndarray:
@@ -163,23 +173,32 @@ class ExactNet:
 
     def __call__(self, a: np.ndarray) -> np.ndarray:
         x = a.transpose(0, 2, 3, 1).copy()  # this network's own array: the steps below work in place
+        x_max = _abs_max(x)  # max |x| of the current activation, for the exactness bound
         layers, i = self.layers, 0
         while i < len(layers):
             op, product = layers[i]
             if isinstance(op, Conv):
-                if _abs_max(x) * product.fan + product.bias_max >= EXACT_LIMIT:
+                if x_max * product.fan + product.bias_max >= EXACT_LIMIT:
                     raise ExactnessError("fixed-point convolution would exceed 2^52")
                 # The step after a convolution runs on each strip while it is in cache, instead of
-                # on whole 100 MB arrays: the same elementwise operations, so the same values.
+                # on whole 100 MB arrays: the same elementwise operations, so the same values. The
+                # output's max |x| is taken there too, strip by strip.
                 step = layers[i + 1] if i + 1 < len(layers) and not isinstance(layers[i + 1][0], Conv) else None
-                pixels = None if step is None else functools.partial(self._step, *step)
+                maxima = []
                 x = product.strips(x, op.pad, op.shuffle, columns=lambda v: _scaled_rint(v, 2.0**-self.weight_bits),
-                                   pixels=pixels)
+                                   pixels=functools.partial(self._strip_end, step, maxima))
+                x_max = max(maxima)
                 i += 1 + (step is not None)
             else:
                 x = self._step(op, product, x)
+                x_max = _abs_max(x)
                 i += 1
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def _strip_end(self, step, maxima: list, v: np.ndarray) -> np.ndarray:
+        v = v if step is None else self._step(*step, v)
+        maxima.append(_abs_max(v))
+        return v
 
     def _step(self, op: Op, product: Product | None, x: np.ndarray) -> np.ndarray:
         """LeakyReLU or GDN, in place on x (a whole activation or one strip of it)."""

@@ -75,10 +75,12 @@ def export(checkpoint: Path | dict, weights_dir: Path, model_id: str, make_defau
     def shipped() -> dict:  # large tensors in fp16 (the decoder loads them back to fp32: the same values)
         return {k: (v.half() if v.is_floating_point() and v.numel() > 4096 else v) for k, v in model.state_dict().items()}
     sd = shipped()
-    if int8:  # scales measured with the weights as they ship
+    # From here on the model holds the weights as they ship, fp16-rounded: the int8 scales are
+    # measured with them and the decoder program is compiled from them.
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+    model.eval()
+    if int8:
         from ..int8net import calibrate
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
-        model.eval()
         model.int8_scales.copy_(calibrate(model, calibration_images(calibration_dir)))
         sd = shipped()
     weights_dir = Path(weights_dir)
