@@ -128,8 +128,8 @@ def padded_rows(x: np.ndarray, lo: int, hi: int, pad: tuple[int, int]) -> np.nda
     """Rows lo..hi of NHWC ``x`` zero-padded by ``pad`` on both axes (rows outside x are padding):
     one strip's input, padded while it is small instead of a padded copy of the whole input."""
     h = x.shape[1]
-    band = x[:, max(lo, 0):min(hi, h)]
-    top, bottom = max(-lo, 0), max(hi - h, 0)
+    band = x[:, min(max(lo, 0), h):min(max(hi, 0), h)]
+    top, bottom = min(max(-lo, 0), hi - lo), min(max(hi - h, 0), hi - lo)
     if top or bottom or any(pad):
         band = np.pad(band, ((0, 0), (top, bottom), pad, (0, 0)))
     return band
