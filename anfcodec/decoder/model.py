@@ -1,8 +1,8 @@
 """A shipped model as the torch-free decoder holds it: entropy parameters, latent decoding, synthesis.
 
 ``DecoderModel.load`` reads the model's compiled decoder program (``program.load``, hash-checked
-against the manifest; the weights file is not needed), then rebuilds exactly what ``ANFIC`` and ``ANFICCheckerboard`` compute from a file's chunks: the hyperlatent's
-integer CDFs, the fixed-point hyper-synthesis and checkerboard context (``nets.ExactNet``), the
+against the manifest; the weights file is not needed), then rebuilds exactly what ``ANFIC`` and
+``ANFICCheckerboard`` compute from a file's chunks: the hyperlatent's integer CDFs, the fixed-point hyper-synthesis and checkerboard context (``nets.ExactNet``), the
 scale-table indices and means, the latent symbols pass by pass, and the image (``synthesis``).
 """
 from __future__ import annotations
