@@ -2,8 +2,9 @@
 
 ``DecoderModel.load`` reads the model's compiled decoder program (``program.load``, hash-checked
 against the manifest; the weights file is not needed), then rebuilds exactly what ``ANFIC`` and
-``ANFICCheckerboard`` compute from a file's chunks: the hyperlatent's integer CDFs, the fixed-point hyper-synthesis and checkerboard context (``nets.ExactNet``), the
-scale-table indices and means, the latent symbols pass by pass, and the image (``synthesis``).
+``ANFICCheckerboard`` compute from a file's chunks: the hyperlatent's integer CDFs, the
+fixed-point hyper-synthesis and checkerboard context (``nets.ExactNet``), the scale-table indices
+and means, the latent symbols pass by pass, and the image (``synthesis``).
 """
 from __future__ import annotations
 
