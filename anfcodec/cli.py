@@ -102,7 +102,8 @@ def _run_options(f):
     f = click.option("-v", "--verbose", is_flag=True,
                      help="One line per file on stderr: bytes, bpp, quality, seconds.")(f)
     f = click.option("--threads", type=click.IntRange(1), default=None, metavar="N",
-                     help="Torch intra-op threads [default: one per core; batch workers share the cores].")(f)
+                     help="Threads: torch's intra-op threads, or the torch-free decoder's strips [default: one per "
+                          "core; batch workers share the cores].")(f)
     return f
 
 
@@ -133,6 +134,21 @@ def _one_off_memory() -> None:
     m_trim_threshold, m_mmap_max = -1, -4
     mallopt(m_mmap_max, 0)                     # glibc still maps when the heap cannot grow
     mallopt(m_trim_threshold, (1 << 31) - 1)
+
+
+def _one_off_strip_threads(threads: int | None) -> None:
+    """A one-off decode owns its process, so the torch-free decoder runs its convolutions' strips
+    on one thread per core with numpy's BLAS at one thread each (``decoder.nets.use_strip_threads``):
+    numpy's elementwise steps then run on every core, not only its products (12-13% off a Kodak
+    decode, docs/RESULTS.md, session 29). Only before numpy has loaded, which is when BLAS reads
+    OPENBLAS_NUM_THREADS, and only where the user has not set that to more than one."""
+    if "numpy" in sys.modules:
+        return
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if os.environ["OPENBLAS_NUM_THREADS"] == "1":
+        from .decoder.nets import use_strip_threads
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        use_strip_threads(threads or cores)
 
 
 def _setup(threads: int | None, quiet: bool) -> None:
@@ -314,6 +330,7 @@ def decode(inputs, output, out_dir, out_format, jobs, device, max_pixels, fast, 
     Integrity check, nothing written:
       anfcodec decode --test anf/*.anf
     """
+    _one_off_strip_threads(threads)  # before anything loads numpy
     from .imageio import DEFAULT_MAX_PIXELS, ImageError, format_for, image_bytes
     options = dict(device=device, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, fast=fast)
     if test:

@@ -1,5 +1,5 @@
 """Whole-process decode with the torch-free decoder, torch blocked: imports, weights and program,
-decode (seconds), with the CLI's memory settings for a one-off process. Run under /usr/bin/time
+decode (seconds), with the CLI's memory and thread settings for a one-off process. Run under /usr/bin/time
 for the process's wall time and peak memory.
 Usage: decode_numpy.py FILE.anf [OUT.png]"""
 import sys
@@ -7,10 +7,11 @@ import time
 
 t0 = time.perf_counter()
 sys.modules["torch"] = None  # any import of torch fails: what a decode-only install has
-from anfcodec import container as fmt  # noqa: E402
-from anfcodec.cli import _one_off_memory  # noqa: E402
+from anfcodec.cli import _one_off_memory, _one_off_strip_threads  # noqa: E402
 
-_one_off_memory()  # as the CLI's one-off process
+_one_off_strip_threads(None)  # as the CLI's one-off decode, before numpy loads
+_one_off_memory()
+from anfcodec import container as fmt  # noqa: E402
 from anfcodec.decoder.decode import decode, load_model  # noqa: E402
 
 data = open(sys.argv[1], "rb").read()

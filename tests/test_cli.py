@@ -1,5 +1,6 @@
 """CLI behaviour a user relies on: exit codes, messages, no clobbering, stdin/stdout."""
 import json
+import os
 import subprocess
 import sys
 
@@ -306,3 +307,18 @@ def test_a_one_off_command_tunes_memory_for_its_own_process_and_the_library_does
             "from anfcodec import cli; cli._one_off_memory(); print(library == default, get())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["True", "False"]  # the library leaves numpy's huge pages alone; the CLI turns them off
+
+
+@pytest.mark.parametrize("preset, numpy_first, expected", [
+    ({}, False, ["1", "2"]),                                 # BLAS pinned to one thread, strips on --threads
+    ({"OPENBLAS_NUM_THREADS": "4"}, False, ["4", "1"]),      # the user's BLAS threads win: no strip threads
+    ({}, True, ["None", "1"]),                               # numpy already loaded: too late, nothing changes
+])
+def test_a_one_off_decode_runs_strips_on_threads_only_where_blas_is_single_threaded(preset, numpy_first, expected):
+    code = (("import numpy\n" if numpy_first else "") +
+            "import os, sys; sys.modules['torch'] = None\nfrom anfcodec import cli\ncli._one_off_strip_threads(2)\n"
+            "from anfcodec.decoder import nets\nprint(os.environ.get('OPENBLAS_NUM_THREADS'), nets._strip_threads)")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**env, **preset}).stdout.split()
+    assert out == expected

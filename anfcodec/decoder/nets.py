@@ -9,6 +9,8 @@ operations, one at a time, each correctly rounded: the same on every machine.
 from __future__ import annotations
 
 import functools
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -19,7 +21,65 @@ ACT_BITS, WEIGHT_BITS = 10, 14             # the entropy parameters' grids: acti
 SYNTH_ACT_BITS, SYNTH_WEIGHT_BITS = 14, 16  # the synthesis's (image and latent features)
 EXACT_LIMIT = 2.0**52
 WIDE_LIMIT, NARROW_LIMIT, SQ_LIMIT = 32639, 127, 65535  # the int8 synthesis's (``anfcodec.int8net``)
-STRIP_BYTES = 8 << 20  # one strip's unfolded input
+STRIP_BYTES = 8 << 20  # one strip's unfolded input (halved per strip where two run at once)
+_strip_pool: ThreadPoolExecutor | None = None
+_strip_threads = 1
+_in_strip = threading.local()
+
+
+def use_strip_threads(threads: int) -> None:
+    """Run each convolution's strips on ``threads`` threads (1: in the caller's thread, the default).
+
+    numpy runs its elementwise steps on one core and releases the GIL in them and in BLAS, so with
+    BLAS at one thread per call (``OPENBLAS_NUM_THREADS=1`` before numpy loads; the CLI does this
+    for its own process) whole strips, products and steps, run side by side instead of only the
+    products. With BLAS threaded too they would oversubscribe the cores. Every strip computes the
+    same values in either case: only the order in which strips finish changes."""
+    global _strip_pool, _strip_threads
+    if _strip_pool is not None:
+        _strip_pool.shutdown()
+    _strip_threads = max(1, threads)
+    _strip_pool = ThreadPoolExecutor(threads, thread_name_prefix="anfcodec-strip") if threads > 1 else None
+
+
+def _strip_rows(rows: int, h_out: int) -> int:
+    """Output rows per strip: on strip threads at most half as many bytes per strip, and at least
+    one strip per thread (a small layer is one strip otherwise)."""
+    if _strip_pool is None or getattr(_in_strip, "active", False):
+        return rows
+    return max(1, min(rows // 2, -(-h_out // _strip_threads)))
+
+
+def _run_strips(strip, h_out: int, rows: int) -> np.ndarray:
+    """The output of ``strip(r0, r1)`` (one finished strip: output rows r0..r1, times the pixel
+    shuffle) over 0..h_out, on the strip threads where they are in use. A strip's own steps that
+    run strips again (GDN's product) stay in its thread."""
+    out, lock = None, threading.Lock()
+
+    def place(r0: int) -> None:
+        nonlocal out
+        r1 = min(r0 + rows, h_out)
+        v = strip(r0, r1)
+        scale = v.shape[1] // (r1 - r0)
+        with lock:
+            if out is None:
+                out = np.empty((v.shape[0], h_out * scale, *v.shape[2:]), dtype=v.dtype)
+        out[:, r0 * scale:r1 * scale] = v
+
+    def place_in_thread(r0: int) -> None:
+        _in_strip.active = True
+        try:
+            place(r0)
+        finally:
+            _in_strip.active = False
+
+    starts = range(0, h_out, rows)
+    if _strip_pool is None or getattr(_in_strip, "active", False) or len(starts) < 2:
+        for r0 in starts:
+            place(r0)
+    else:
+        list(_strip_pool.map(place_in_thread, starts))
+    return out
 
 
 class ExactnessError(ArithmeticError):
@@ -76,10 +136,9 @@ class Product:
         matrix = self.matrix32 if in32 else self.matrix
         b, h, w, c = x.shape
         h_out, w_out = (h + sum(pad) - k) // s + 1, (w + sum(pad) - k) // s + 1
-        rows = max(1, STRIP_BYTES // ((4 if in32 else 8) * w_out * k * k * c))
-        out = None
-        for r0 in range(0, h_out, rows):
-            r1 = min(r0 + rows, h_out)
+        rows = _strip_rows(max(1, STRIP_BYTES // ((4 if in32 else 8) * w_out * k * k * c)), h_out)
+
+        def strip(r0: int, r1: int) -> np.ndarray:
             band = padded_rows(x, r0 * s - pad[0], (r1 - 1) * s + k - pad[0], pad)
             win = sliding_window_view(band, (k, k), axis=(1, 2))[:, ::s, ::s]   # [B, rows, W_out, C, k, k]
             cols = win.transpose(0, 1, 2, 4, 5, 3).reshape(-1, k * k * c).astype(matrix.dtype, copy=False)
@@ -88,9 +147,8 @@ class Product:
                 v = v.astype(np.float64)
             if self.bias is not None:
                 v += self.bias
-            out = _place(out, v.reshape(b, r1 - r0, w_out, self.c_out), r0, r1, h_out, shuffle, columns, pixels)
-        return out
-
+            return _finish(v.reshape(b, r1 - r0, w_out, self.c_out), shuffle, columns, pixels)
+        return _run_strips(strip, h_out, rows)
 
     def _narrow(self, x, pad, shuffle, columns, pixels, in32: bool, float32_results: bool) -> np.ndarray:
         """Few outputs per input (a synthesis's last layer): one product gives every tap's
@@ -105,10 +163,9 @@ class Product:
         b, h, w_, c = x.shape
         w_ += sum(pad)
         h_out, w_out = h + sum(pad) - k + 1, w_ - k + 1
-        rows = max(1, STRIP_BYTES // (8 * w_ * k * k * self.c_out))
-        out = None
-        for r0 in range(0, h_out, rows):
-            r1 = min(r0 + rows, h_out)
+        rows = _strip_rows(max(1, STRIP_BYTES // (8 * w_ * k * k * self.c_out)), h_out)
+
+        def strip(r0: int, r1: int) -> np.ndarray:
             band = padded_rows(x, r0 - pad[0], r1 + k - 1 - pad[0], pad).astype(dtype, copy=False)
             part = (band.reshape(-1, c) @ taps[dtype]).reshape(b, r1 - r0 + k - 1, w_, k, k, self.c_out)
             v = part[:, :r1 - r0, :w_out, 0, 0].copy()
@@ -120,8 +177,8 @@ class Product:
                 v = v.astype(np.float64)
             if self.bias is not None:
                 v += self.bias
-            out = _place(out, v, r0, r1, h_out, shuffle, columns, pixels)
-        return out
+            return _finish(v, shuffle, columns, pixels)
+        return _run_strips(strip, h_out, rows)
 
 
 def padded_rows(x: np.ndarray, lo: int, hi: int, pad: tuple[int, int]) -> np.ndarray:
@@ -135,16 +192,11 @@ def padded_rows(x: np.ndarray, lo: int, hi: int, pad: tuple[int, int]) -> np.nda
     return band
 
 
-def _place(out, v: np.ndarray, r0: int, r1: int, h_out: int, shuffle: int, columns, pixels) -> np.ndarray:
-    """A strip's products (output rows r0..r1 of h_out): ``columns``, the pixel shuffle, ``pixels``,
-    written into the output (allocated at the first strip)."""
+def _finish(v: np.ndarray, shuffle: int, columns, pixels) -> np.ndarray:
+    """A strip's products: ``columns``, the pixel shuffle, ``pixels``."""
     v = v if columns is None else columns(v)
     v = v if shuffle == 1 else shuffle_nhwc(v, shuffle)
-    v = v if pixels is None else pixels(v)
-    if out is None:
-        out = np.empty((v.shape[0], h_out * shuffle, v.shape[2], v.shape[-1]), dtype=v.dtype)
-    out[:, r0 * shuffle:r1 * shuffle] = v
-    return out
+    return v if pixels is None else pixels(v)
 
 
 def _abs_max(a: np.ndarray) -> float:
