@@ -138,8 +138,11 @@ ablation-ms: install  ## the MS-ANFIC ablation against the checkerboard base con
 	  --init abl3-ms-frozen --data $(DATA)/train --lr 1e-5 --lr-final 1e-6 --max-steps 42129 --minutes 100000 --seed 0 \
 	  --threads 1 --set aux_gain_gradient=true
 	$(BIN)/anfcodec export runs/abl3-ms-joint-a/last.pt --weights-dir $(ABL3_WDIR) --model-id abl3-ms-joint-a --no-default
+	nice -n 10 $(BIN)/anfcodec train --run-dir runs/abl3-ms-linear --arch ms-anfic --init $(ABL3_BASE) --data $(DATA)/train \
+	  --lr 1e-4 --lr-final 1e-5 --max-steps 39129 --minutes 100000 --seed 0 --threads 1 --freeze-base --set split_branches=false
+	$(BIN)/anfcodec export runs/abl3-ms-linear/last.pt --weights-dir $(ABL3_WDIR) --model-id abl3-ms-linear --no-default
 	ANFCODEC_WEIGHTS=$(ABL3_WDIR) $(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/ablation3-ckbd --model abl3-ckbd $(ABL3_RD)
-	for arm in ms-frozen ms-joint ms-joint-a; do \
+	for arm in ms-frozen ms-joint ms-joint-a ms-linear; do \
 	  ANFCODEC_WEIGHTS=$(ABL3_WDIR) $(BIN)/anfcodec bench $(DATA)/kodak --out docs/bench/ablation3-$$arm --model abl3-$$arm \
 	    $(ABL3_RD) --compare "arm 0, the base continued=docs/bench/ablation3-ckbd/bench.json" || exit 1; \
 	done

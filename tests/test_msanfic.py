@@ -241,6 +241,19 @@ def test_the_fix_a_ablation_restores_a_push_of_every_gain_towards_finer_steps(ms
     assert not grad[[0, 2, 3, 4, 6, 7, 8, 9]].any()
 
 
+def test_the_fix_d_ablation_keeps_the_coarse_scale_linear(ms_model):
+    config = dataclasses.replace(ms_model.config, split_branches=False, coarse_explore=0.5)
+    model = MSANFIC(config)  # a fresh model: its branches start at zero, as growing starts them
+    model.train()
+    x = torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    out = model(x, torch.tensor([2.0, 6.0]))
+    (out["aux_loss"].sum() + out["x_hat"].square().mean()).backward()
+    for up_or_down in (model.split_down, model.split_up):
+        assert all(not p.grad.any() for p in up_or_down.branch.parameters())
+        assert not up_or_down.branch[-1].weight.any()
+        assert up_or_down.linear.weight.grad.any()  # the projection itself trains
+
+
 def test_exploration_marks_the_regions_nearest_to_being_cheaper_coarse():
     from anfcodec.models.msanfic import nearest_to_coarse
     ratio = torch.tensor([[[[3.0, 1.1], [9.0, 1.5]]], [[[1.0, 2.0], [0.5, 4.0]]]])

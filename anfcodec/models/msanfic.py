@@ -61,6 +61,10 @@ class MSANFICConfig(CheckerboardConfig):
     # Ablation of fix (a) only (issue 22's row for it): True restores the pre-fix auxiliary term, whose
     # distortion divides by the undetached gains. Releases train with False.
     aux_gain_gradient: bool = False
+    # Ablation of fix (d) only: False keeps the split networks' nonlinear branches at their start,
+    # zero, so the coarse scale is the linear 2x2 projection alone (grow it from a single-scale
+    # model, whose growth starts the branches at zero). Releases train with True.
+    split_branches: bool = True
 
     arch_name = "ms-anfic"
     missing_quantizer = "fixed"  # every MS-ANFIC codes on the fixed grid
@@ -145,6 +149,9 @@ class MSANFIC(ANFICCheckerboard):
         with torch.no_grad():
             self.split_down.linear.weight.copy_(self._initial_split(m, mc, cfg.block))
             self.split_up.linear.weight.copy_(self.split_down.linear.weight)
+        if not cfg.split_branches:  # Adam without weight decay leaves a parameter whose gradient is zero where it is
+            for p in [*self.split_down.branch.parameters(), *self.split_up.branch.parameters()]:
+                p.register_hook(torch.zeros_like)
         self.h_a_c = nn.Sequential(conv(mc, cfg.coarse_hyper_N, 3, 1), nn.LeakyReLU(inplace=True),
                                    conv(cfg.coarse_hyper_N, cfg.coarse_hyper_N))
         self.h_s_c = nn.Sequential(deconv(cfg.coarse_hyper_N, cfg.coarse_hyper_N), nn.LeakyReLU(inplace=True),
