@@ -137,7 +137,17 @@ def process(kind: str, src: Path, dst: Path, options: dict, force: bool) -> Resu
 
 
 def _init_worker(threads: int) -> None:
-    import torch
+    """A worker's threads: torch's where torch is installed (its workers decode with torch, warm,
+    file after file); without torch, the torch-free decoder's strip threads, where numpy's BLAS
+    runs one thread per call (the CLI's decode set OPENBLAS_NUM_THREADS=1 before numpy loaded,
+    and spawned workers inherit it)."""
+    try:
+        import torch
+    except ImportError:
+        if os.environ.get("OPENBLAS_NUM_THREADS") == "1":
+            from .decoder.nets import use_strip_threads
+            use_strip_threads(threads)
+        return
     torch.set_num_threads(threads)
 
 
@@ -145,7 +155,7 @@ def run(kind: str, pairs: list[tuple[Path, Path | None]], options: dict, jobs: i
         threads: int | None = None, report=None, progress: bool = True) -> list[Result]:
     """Process every (source, output) pair (output None: decode and check only); results in input order.
 
-    ``threads``: torch threads of each worker [default: cores // jobs]. ``report`` is called with
+    ``threads``: threads of each worker (``_init_worker``) [default: cores // jobs]. ``report`` is called with
     each Result as it finishes (``-v``). The progress bar shows on a terminal only."""
     results: dict[int, Result] = {}
     seen: dict[Path, Path] = {}

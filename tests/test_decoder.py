@@ -191,6 +191,21 @@ def test_the_cli_decodes_every_golden_file_without_torch(tmp_path):
         assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(f.with_suffix(".png")))), f.name
 
 
+@pytest.mark.parametrize("how", [["--threads", "2"], ["--jobs", "2"]])
+def test_batch_decoding_without_torch_installed(tmp_path, how):
+    """torch shadowed on the path by a package that fails to import, so spawned workers lack it too."""
+    (tmp_path / "shadow" / "torch").mkdir(parents=True)
+    (tmp_path / "shadow" / "torch" / "__init__.py").write_text("raise ImportError('no torch here')\n")
+    files = sorted(GOLDEN.glob("anfic-ckbd-n64-m256-int8-*.anf"))[:1] + sorted(GOLDEN.glob("anfic-n128-m256-*.anf"))[:1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "shadow"), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-c", "from anfcodec.cli import main; main()", "decode", *map(str, files), "--out-dir", str(tmp_path / "out"),
+                        *how], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for f in files:
+        got = np.asarray(Image.open(tmp_path / "out" / (f.stem + ".png")))
+        assert np.array_equal(got, np.asarray(Image.open(f.with_suffix(".png")))), f.name
+
+
 def test_a_program_of_another_format_is_refused_clearly(tmp_path):
     text = np.frombuffer(b'{"format": 1, "arch": "anfic"}', dtype=np.uint8)
     np.savez(tmp_path / "p.npz", **{prog.PROGRAM_KEY: text})
