@@ -158,7 +158,7 @@ def _setup(threads: int | None, quiet: bool) -> None:
     if threads:
         try:
             import torch
-        except ImportError:  # the torch-free decoder: numpy's BLAS takes OPENBLAS_NUM_THREADS
+        except ImportError:  # a torch-free decode: its strips' threads are set already
             return
         torch.set_num_threads(threads)
 
@@ -345,7 +345,12 @@ def decode(inputs, output, out_dir, out_format, jobs, device, max_pixels, fast, 
     input = inputs[0]
     output = output or _default_output(input, ".png")
     _check_output(input, output, force)
-    _setup(threads, quiet)
+    # --threads must not import torch (seconds) where the torch-free decoder takes the file: it
+    # then sets the strips' threads, and torch's, should the file need the torch decoder after all.
+    torch_decoder = fast or device not in (None, "cpu")
+    _setup(threads if torch_decoder else None, quiet)
+    if threads and not torch_decoder:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
     try:
         fmt_name = "PNG" if output == "-" else format_for(Path(output))
     except ImageError as e:

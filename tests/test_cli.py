@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -322,3 +323,12 @@ def test_a_one_off_decode_runs_strips_on_threads_only_where_blas_is_single_threa
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**env, **preset}).stdout.split()
     assert out == expected
+
+
+def test_threads_leave_torch_unimported_where_the_torch_free_decoder_decodes(tmp_path):
+    anf = sorted((Path(__file__).parent / "data").glob("anfic-ckbd-n64-m256-int8-*.anf"))[0]
+    code = ("import sys\nfrom anfcodec.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    assert not e.code, e.code\nprint('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, "decode", str(anf), "-o", str(tmp_path / "a.png"), "--threads", "1"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False"]
