@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import functools
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .program import GDN, Conv, LeakyReLU, Op
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 ACT_BITS, WEIGHT_BITS = 10, 14             # the entropy parameters' grids: activations, weights
 SYNTH_ACT_BITS, SYNTH_WEIGHT_BITS = 14, 16  # the synthesis's (image and latent features)
@@ -35,6 +38,7 @@ def use_strip_threads(threads: int) -> None:
     for its own process) whole strips, products and steps, run side by side instead of only the
     products. With BLAS threaded too they would oversubscribe the cores. Every strip computes the
     same values in either case: only the order in which strips finish changes."""
+    from concurrent.futures import ThreadPoolExecutor  # here, not at import: only a caller who asks pays for it
     global _strip_pool, _strip_threads
     if _strip_pool is not None:
         _strip_pool.shutdown()
@@ -42,10 +46,15 @@ def use_strip_threads(threads: int) -> None:
     _strip_pool = ThreadPoolExecutor(threads, thread_name_prefix="anfcodec-strip") if threads > 1 else None
 
 
+def _on_strip_threads() -> bool:
+    """Whether this call's strips go to the strip threads: a pool exists and this is not a strip."""
+    return _strip_pool is not None and not getattr(_in_strip, "active", False)
+
+
 def _strip_rows(rows: int, h_out: int) -> int:
     """Output rows per strip: on strip threads at most half as many bytes per strip, and at least
     one strip per thread (a small layer is one strip otherwise)."""
-    if _strip_pool is None or getattr(_in_strip, "active", False):
+    if not _on_strip_threads():
         return rows
     return max(1, min(rows // 2, -(-h_out // _strip_threads)))
 
@@ -74,7 +83,7 @@ def _run_strips(strip, h_out: int, rows: int) -> np.ndarray:
             _in_strip.active = False
 
     starts = range(0, h_out, rows)
-    if _strip_pool is None or getattr(_in_strip, "active", False) or len(starts) < 2:
+    if not _on_strip_threads() or len(starts) < 2:
         for r0 in starts:
             place(r0)
     else:
